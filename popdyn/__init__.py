@@ -1,0 +1,47 @@
+r"""popdyn: population dynamics of feature learning, three ways that check each other.
+
+1. **Symbolically** -- Hermite expansions give closed-form population losses in a few
+   overlaps.
+2. **As an ODE** -- those overlaps obey a low-dimensional ODE (integrated with scipy),
+   whose fixed points are found, classified and tracked across phase thresholds.
+3. **By simulation** -- finite-d SGD in plain NumPy, from the same initial state.
+
+Conventions (one sheet for the whole package)
+---------------------------------------------
+* ``z ~ N(0,1)``; ``He_k`` probabilists' Hermite polynomials; orthonormal basis
+  ``h_k = He_k/sqrt(k!)``; coefficients ``c_k(f) = E[f(z) h_k(z)]`` stored lowest degree
+  first; Parseval ``sum_k c_k^2 = E[f^2]``.
+* For unit ``u, v`` and ``x ~ N(0, I_d)``: ``E[h_j(u.x) h_k(v.x)] = delta_jk (u.v)^k``.
+* Information exponent ``IE(f) = min{k >= 1 : c_k(f) != 0}``; generative exponent
+  ``GE(f) = min{k >= 1 : E[zeta_k(y)^2] > 0}`` with ``zeta_k(y) = E[h_k(z) | f(z) = y]``.
+* Data ``x ~ N(0, I_d)`` (or ``N(0, Sigma)``).  Teacher
+  ``f*(x) = sum_j a*_j sigma*_j(v_j . x)`` with unit rows ``v_j`` of ``V`` (k x d),
+  Gram ``G = V V^T``; default ``a*_j = 1``.  Student ``f(x) = sum_i a_i sigma(w_i . x + b_i)``.
+* Losses: correlation ``L = -E[f f*]``; squared ``L = 1/2 E[(f - f*)^2]``.
+* Overlaps: ``u_i = V w_i``, ``Q = W W^T``, ``M = W V^T``, ``m = (v.w)/||w||``.
+* Time: gradient flow in its own time ``t``; a discrete algorithm with step ``eta`` is
+  compared at ``t = eta * steps``; online SGD in the high-d limit uses ``eta = delta/d``.
+* ``erf`` means ``erf(z/sqrt(2))`` (Saad–Solla).
+* Every random function takes ``rng`` (int, Generator or None).
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .activations import Activation, get_activation, registered_names
+from .errors import NumericalError
+from .hermite import HermiteSeries, h_values, hermite_coefficients
+from .trajectory import Trajectory
+
+__all__ = [
+    "__version__",
+    "Activation",
+    "get_activation",
+    "registered_names",
+    "NumericalError",
+    "HermiteSeries",
+    "h_values",
+    "hermite_coefficients",
+    "Trajectory",
+]
