@@ -43,7 +43,6 @@ __all__ = ["Activation", "get_activation", "registered_names", "ACTIVATION_SPECS
 
 _SQRT2PI = math.sqrt(2.0 * math.pi)
 _cache_lock = threading.Lock()
-_COEFF_CACHE: dict = {}
 
 
 # --------------------------------------------------------------------------------------
@@ -217,17 +216,13 @@ class Activation:
     homogeneity: float | None = None
     description: str = ""
     sympy_builder: Callable | None = None  # () -> sympy expression (lazy; sympy is slow to import)
+    _cache: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         bps = tuple(sorted(float(b) for b in self.breakpoints))
         if not all(np.isfinite(bps)):
             raise ValueError(f"`breakpoints` must be finite, got {self.breakpoints!r}.")
         object.__setattr__(self, "breakpoints", bps)
-
-    # -- identity for caching ----------------------------------------------------------
-    @property
-    def _key(self):
-        return (self.name, id(self.fn))
 
     def __repr__(self) -> str:
         return f"Activation({self.name!r})"
@@ -303,9 +298,8 @@ class Activation:
         return self.series(degree).tail_mass
 
     def _coefficients_and_moment(self, degree: int):
-        key = self._key
         with _cache_lock:
-            hit = _COEFF_CACHE.get(key)
+            hit = self._cache.get("coefficients")
         if hit is not None and hit[0].size > degree:
             return hit
         if self.poly_coeffs is not None:
@@ -327,7 +321,7 @@ class Activation:
                 m2 = float(self.second_moment_exact)
         c.setflags(write=False)
         with _cache_lock:
-            _COEFF_CACHE[key] = (c, m2)
+            self._cache["coefficients"] = (c, m2)
         return c, m2
 
     # -- transformations -------------------------------------------------------------------
@@ -386,7 +380,7 @@ def _polynomial_activation(name: str, expr, description: str = "") -> Activation
     floats = np.array([float(c) for c in exact])
     if not np.all(np.isfinite(floats)):
         raise ValueError(f"activation `{name}` has non-finite coefficients {floats.tolist()}.")
-    series = _h.HermiteSeries(floats, exact=exact)
+    series = _h.HermiteSeries(floats)
     dseries = series.derivative()
     return Activation(
         name=name, fn=series, dfn=dseries, poly_coeffs=tuple(exact),
@@ -402,7 +396,7 @@ def _hermite_activation(name: str, coeffs_exact, description: str = "") -> Activ
     while len(exact) > 1 and exact[-1] == 0:
         exact = exact[:-1]
     floats = floats[: len(exact)]
-    series = _h.HermiteSeries(floats, exact=exact)
+    series = _h.HermiteSeries(floats)  # float evaluation; exact coefficients live in poly_coeffs
     return Activation(name=name, fn=series, dfn=series.derivative(), poly_coeffs=exact,
                       description=description)
 
@@ -470,6 +464,9 @@ def _builtin(name: str) -> Activation:
 _NAMES = ("relu", "abs", "sign", "tanh", "erf", "sigmoid", "softplus", "gelu", "silu", "identity")
 ACTIVATION_SPECS = _NAMES + ("heK", "hermite:c0,c1,...", "poly:<expr in z>")
 _BUILTIN_CACHE: dict = {}
+#: Parsed spec strings -> Activation (so repeated look-ups reuse the cached coefficients).
+_SPEC_CACHE: dict = {}
+_SPEC_CACHE_MAX = 4096
 _HE_RE = re.compile(r"^he(\d+)$")
 _NUM_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 
@@ -572,7 +569,13 @@ def get_activation(spec, *, breakpoints=(), derivative: Callable | None = None, 
     if isinstance(spec, Activation):
         return spec
     if isinstance(spec, str):
-        return _parse_spec(spec)
+        key = spec.strip()
+        act = _SPEC_CACHE.get(key)
+        if act is None:
+            act = _parse_spec(key)
+            if len(_SPEC_CACHE) < _SPEC_CACHE_MAX:
+                _SPEC_CACHE[key] = act
+        return act
     mod = type(spec).__module__ or ""
     if mod.startswith("sympy"):
         return _from_sympy(spec, breakpoints=breakpoints, name=name)
