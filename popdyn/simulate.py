@@ -1,0 +1,710 @@
+r"""Finite-d simulation engine: gradient flow, online SGD and multi-pass GD in NumPy.
+
+The simulation is the ground truth that the overlap ODEs must match.  One verb,
+:func:`simulate`, runs any registered model, vectorised over replicas, neurons and the
+samples of a minibatch (arrays of shape ``(R, N, d)``); the only Python loop is the
+sequential loop over steps.  It returns a :class:`~popdyn.trajectory.Trajectory` with
+the same fields as an ODE solution (``source="simulation"``).
+
+Algorithms
+----------
+``"gf"``   gradient flow with the exact population gradient (time unit
+           ``"gradient-flow time t"``), integrated by ``solve_ivp(method="DOP853")``
+           with ``rtol``/``atol``, restarted at every recording time;
+``"sgd"``  online SGD with a fresh minibatch of size ``batch`` each step;
+``"gd"``   multi-pass GD on a fixed dataset of ``n_samples`` points per replica (full
+           batch, or minibatches without replacement within each epoch).
+
+Discrete algorithms are compared with gradient flow at ``t = eta * steps`` (time unit
+``"t = eta * steps"``).  The model module defines the update; for the multi-index model
+see :mod:`popdyn.models.multi_index_sim`.
+
+Stepper protocol
+----------------
+A model plugs in with a *stepper* class registered for its problem type
+(:func:`register_stepper`).  ``Stepper(problem, config, streams)`` receives the validated
+:class:`SimulationConfig` and a dict of independent generators
+``{"model", "init", "data", "noise"}`` (spawned from one ``SeedSequence``; the stepper
+draws its fixed quantities -- index vectors, initial weights, dataset -- from the first
+three at construction, and ``"noise"`` is passed to every :meth:`step`).  It provides
+
+* ``model`` (str) -- recorded as ``Trajectory.model``;
+* ``algorithms`` (tuple of str) -- the subset of :data:`ALGORITHMS` it implements;
+* ``continuous`` (bool) -- ``True`` if it is advanced by ``advance`` (gradient flow);
+* ``init_state() -> dict[str, ndarray]`` -- the fresh dynamic state.  Together with the
+  noise generator's state it determines the future completely; checkpoints save exactly
+  these arrays (and the steppers mutate them in place);
+* ``step(state, rng)`` -- one discrete step, in place; raises
+  :class:`~popdyn.errors.NumericalError` when values become non-finite (the engine adds
+  the step and time; it runs the loop under ``np.errstate(all="ignore")``);
+* ``advance(state, t0, t1)`` -- continuous algorithms: integrate from ``t0`` to ``t1``;
+* ``observe(state) -> dict[str, ndarray]`` -- the overlaps, each of shape ``(R, ...)``;
+* ``constants`` (dict of ndarray) -- fixed arrays (e.g. ``V``) saved in checkpoints to
+  verify a resume;
+* ``work_per_step() -> float`` -- rough cost of a step (automatic progress bar);
+* ``describe() -> dict`` -- JSON-friendly extra ``meta`` (e.g. the initial overlaps);
+* optionally a static ``initial_state(problem, d, *, init, model_rng, init_rng,
+  replicas, same_init)`` used by :func:`initial_state`.
+
+Randomness and resuming
+-----------------------
+``rng`` (int, Generator, SeedSequence or None) gives one root ``SeedSequence``, recorded
+in ``meta["seed"]`` in a form that rebuilds it.  Four child streams are spawned *by
+role*, not by replica, so that each step draws one ``(R, B, d)`` block (vectorised over
+replicas); a replica's path therefore depends on ``replicas``, and runs are
+reproducible for a fixed ``(seed, replicas)``.  With ``checkpoint=path`` the state is
+written atomically every ``checkpoint_every`` seconds (and/or ``checkpoint_steps``
+steps) and at the end; a later call with the same parameters resumes from it and
+returns exactly the arrays of an uninterrupted run.
+
+Examples
+--------
+>>> import numpy as np
+>>> from popdyn.models.multi_index import MultiIndexProblem
+>>> prob = MultiIndexProblem("he3", "he3", np.eye(2), n_neurons=2)
+>>> traj = simulate(prob, d=50, algorithm="sgd", eta=0.01, steps=200, batch=4,
+...                 replicas=3, init=0.3, n_record=5, rng=0)
+>>> traj.u.shape, traj.time_unit
+((5, 3, 2, 2), 't = eta * steps')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import io
+import json
+import numbers
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ._io import atomic_write_bytes, versions
+from ._random import as_generator
+from ._validation import check_choice, check_finite_array, check_int, check_real
+from .errors import NumericalError
+from .trajectory import Trajectory
+
+__all__ = [
+    "simulate",
+    "initial_state",
+    "make_stepper",
+    "register_stepper",
+    "SimulationConfig",
+    "ALGORITHMS",
+    "STREAMS",
+]
+
+#: Valid values of ``algorithm``.
+ALGORITHMS = ("gf", "sgd", "gd")
+#: Time unit recorded for each algorithm (DESIGN.md §1, "Time").
+TIME_UNITS = {"gf": "gradient-flow time t", "sgd": "t = eta * steps", "gd": "t = eta * steps"}
+#: Human-readable names for messages.
+_LABELS = {"gf": "gradient flow", "sgd": "online SGD", "gd": "multi-pass GD"}
+#: Independent random streams spawned from the root seed, by role.
+STREAMS = ("model", "init", "data", "noise")
+#: Valid string values of ``record``.
+RECORD_CHOICES = ("log", "linear")
+#: The log-spaced gradient-flow grid starts this many decades below ``t_end``.
+GF_LOG_DECADES = 4
+#: Automatic progress bar when the estimated work (multiply-adds) exceeds this (~seconds).
+PROGRESS_WORK = 5e9
+#: Assumed integrator steps per recording interval of gradient flow (progress heuristic).
+_GF_STEPS_PER_INTERVAL = 1000
+#: Record times given as an array are rounded to multiples of ``eta``; a larger relative
+#: mismatch than this triggers a warning (1e-9 absorbs the rounding of ``k * eta``).
+GRID_ROUND_TOL = 1e-9
+#: Format tag of checkpoint files.
+CHECKPOINT_FORMAT = "popdyn-simulate-checkpoint/1"
+
+_REGISTRY: dict = {
+    "popdyn.models.multi_index.MultiIndexProblem": "popdyn.models.multi_index_sim:MultiIndexStepper",
+}
+
+
+# --------------------------------------------------------------------------------------
+# configuration
+# --------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, eq=False)
+class SimulationConfig:
+    r"""Validated options of one simulation (what a stepper receives).
+
+    Attributes
+    ----------
+    d : int
+        Ambient dimension, ``>= 1``.
+    algorithm : {"gf", "sgd", "gd"}
+    eta : float or None
+        Step size ``> 0`` (``"sgd"``, ``"gd"``); ``None`` for ``"gf"``.
+    batch : int or None
+        Minibatch size: ``"sgd"`` default 1; ``"gd"`` ``None`` = full batch; ``"gf"`` ``None``.
+    n_samples : int or None
+        Dataset size of ``"gd"`` (required there, ``None`` otherwise).
+    replicas : int
+        Independent runs ``R >= 1``, vectorised.
+    init : str, float or array_like
+        Initialisation, interpreted by the model (multi-index: ``"uniform"``, a warm-start
+        scale ``m0`` or overlaps ``u0``; see :func:`popdyn.models.multi_index_sim.initial_weights`).
+    same_init : bool
+        Start every replica from the same ``W0`` (default), so the replica mean is
+        comparable with one ODE run from ``u0 = V W0^T``.
+    rtol, atol : float
+        Tolerances of the gradient-flow integrator (``"gf"`` only).
+    """
+
+    d: int
+    algorithm: str = "sgd"
+    eta: float | None = None
+    batch: int | None = None
+    n_samples: int | None = None
+    replicas: int = 8
+    init: object = "uniform"
+    same_init: bool = True
+    rtol: float = 1e-10
+    atol: float = 1e-12
+
+    def __post_init__(self):
+        s = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
+        s("d", check_int("d", self.d, minimum=1))
+        alg = check_choice("algorithm", self.algorithm, ALGORITHMS)
+        if alg == "gf":
+            for name in ("eta", "batch", "n_samples"):
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"`{name}` does not apply to algorithm 'gf' (gradient flow with the exact "
+                        f"population gradient); got {name}={getattr(self, name)!r}. Pass None."
+                    )
+        else:
+            if self.eta is None:
+                raise ValueError(f"`eta` (the step size) is required for algorithm {alg!r}.")
+            s("eta", check_real("eta", self.eta, lower=0.0, lower_open=True))
+            if alg == "sgd":
+                s("batch", 1 if self.batch is None else check_int("batch", self.batch, minimum=1))
+                if self.n_samples is not None:
+                    raise ValueError(
+                        "`n_samples` applies to algorithm 'gd' (fixed dataset) only; online SGD draws "
+                        f"fresh samples. Got n_samples={self.n_samples!r}."
+                    )
+            else:
+                if self.n_samples is None:
+                    raise ValueError("`n_samples` (the dataset size) is required for algorithm 'gd'.")
+                s("n_samples", check_int("n_samples", self.n_samples, minimum=1))
+                if self.batch is not None:
+                    s("batch", check_int("batch", self.batch, minimum=1))
+        s("replicas", check_int("replicas", self.replicas, minimum=1))
+        if not isinstance(self.same_init, (bool, np.bool_)):
+            raise TypeError(f"`same_init` must be a bool, got {self.same_init!r}.")
+        s("same_init", bool(self.same_init))
+        s("rtol", check_real("rtol", self.rtol, lower=0.0, lower_open=True))
+        s("atol", check_real("atol", self.atol, lower=0.0, lower_open=True))
+
+    def describe(self) -> dict:
+        """JSON-friendly parameters."""
+        init = self.init
+        if isinstance(init, numbers.Real) and not isinstance(init, bool):
+            init = float(init)
+        elif not isinstance(init, str):
+            init = np.asarray(init, dtype=float).tolist()
+        out = {"d": self.d, "algorithm": self.algorithm, "eta": self.eta, "batch": self.batch,
+               "n_samples": self.n_samples, "replicas": self.replicas, "init": init,
+               "same_init": self.same_init}
+        if self.algorithm == "gf":
+            out.update(rtol=self.rtol, atol=self.atol)
+        return out
+
+
+# --------------------------------------------------------------------------------------
+# registry
+# --------------------------------------------------------------------------------------
+def _qualname(cls) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def register_stepper(problem_type: type, stepper) -> None:
+    """Register ``stepper`` (a class following the stepper protocol) for ``problem_type``.
+
+    ``stepper`` may also be a ``"module:attribute"`` string, imported on first use.
+    """
+    if not isinstance(problem_type, type):
+        raise TypeError(f"`problem_type` must be a class, got {problem_type!r}.")
+    _REGISTRY[_qualname(problem_type)] = stepper
+
+
+def _lookup(problem):
+    for cls in type(problem).__mro__:
+        entry = _REGISTRY.get(_qualname(cls))
+        if entry is None:
+            continue
+        if isinstance(entry, str):
+            module, attr = entry.split(":")
+            entry = getattr(importlib.import_module(module), attr)
+            _REGISTRY[_qualname(cls)] = entry
+        return entry
+    known = sorted(k.rsplit(".", 1)[-1] for k in _REGISTRY)
+    raise TypeError(
+        f"`problem` of type {type(problem).__name__} has no simulator; supported problem types: "
+        f"{', '.join(known)} (register one with popdyn.simulate.register_stepper)."
+    )
+
+
+# --------------------------------------------------------------------------------------
+# randomness
+# --------------------------------------------------------------------------------------
+def _entropy_json(entropy):
+    if isinstance(entropy, numbers.Integral):
+        return int(entropy)
+    return [int(e) for e in entropy]
+
+
+def _ss_record(ss: np.random.SeedSequence) -> dict:
+    return {"entropy": _entropy_json(ss.entropy), "spawn_key": [int(k) for k in ss.spawn_key],
+            "n_children_spawned": int(ss.n_children_spawned)}
+
+
+def _root_sequence(rng):
+    """``(SeedSequence, record)``; the record rebuilds the sequence (see :func:`_root_from_record`)."""
+    if rng is None:
+        ss = np.random.SeedSequence()
+        return ss, _ss_record(ss)
+    if isinstance(rng, np.random.Generator):
+        base = rng.bit_generator.seed_seq
+        if not isinstance(base, np.random.SeedSequence):  # seedless generator: derive a fresh root
+            ss = np.random.SeedSequence([int(v) for v in rng.integers(0, 2**63, size=4)])
+            return ss, _ss_record(ss)
+        rng = base
+    if isinstance(rng, np.random.SeedSequence):
+        record = _ss_record(rng)
+        rng.spawn(len(STREAMS))  # consume children like a spawn, so a second call differs
+        return _root_from_record(record), record
+    as_generator(rng)  # type check (int seeds; TypeError otherwise)
+    return np.random.SeedSequence(int(rng)), int(rng)
+
+
+def _root_from_record(record) -> np.random.SeedSequence:
+    if isinstance(record, numbers.Integral):
+        return np.random.SeedSequence(int(record))
+    return np.random.SeedSequence(record["entropy"], spawn_key=tuple(record["spawn_key"]),
+                                  n_children_spawned=record["n_children_spawned"])
+
+
+def _streams(root: np.random.SeedSequence) -> dict:
+    return {name: np.random.default_rng(child) for name, child in zip(STREAMS, root.spawn(len(STREAMS)))}
+
+
+def _build(problem, config: SimulationConfig, root):
+    factory = _lookup(problem)
+    if config.algorithm not in factory.algorithms:
+        raise ValueError(
+            f"`algorithm` must be one of {', '.join(map(repr, factory.algorithms))} for "
+            f"{type(problem).__name__}; got {config.algorithm!r}."
+        )
+    streams = _streams(root)
+    return factory(problem, config, streams), streams["noise"]
+
+
+# --------------------------------------------------------------------------------------
+# public helpers
+# --------------------------------------------------------------------------------------
+def make_stepper(problem, *, d, algorithm="sgd", eta=None, batch=None, n_samples=None, replicas=8,
+                 init="uniform", same_init=True, rng=None, rtol=1e-10, atol=1e-12):
+    """Build the model's stepper exactly as :func:`simulate` does: ``(stepper, noise_rng)``.
+
+    For custom loops and tests: ``state = stepper.init_state()``, then
+    ``stepper.step(state, noise_rng)`` (or ``stepper.advance(state, t0, t1)`` for ``"gf"``)
+    and ``stepper.observe(state)``.  Same seed, same arguments -> same draws as
+    :func:`simulate`.
+    """
+    config = SimulationConfig(d=d, algorithm=algorithm, eta=eta, batch=batch, n_samples=n_samples,
+                              replicas=replicas, init=init, same_init=same_init, rtol=rtol, atol=atol)
+    root, _ = _root_sequence(rng)
+    return _build(problem, config, root)
+
+
+def initial_state(problem, d, *, init="uniform", rng=None, replicas=1, same_init=True):
+    r"""The initial state a seeded :func:`simulate` run starts from, without simulating.
+
+    For the multi-index model returns ``(V, W0, u0)``: index vectors ``(k, d)``, initial
+    weights ``(N, d)`` (``(R, N, d)`` when ``same_init=False``) and overlaps
+    ``u0 = W0 V^T`` -- the initial condition to give the u-ODE.
+
+    The draws match :func:`simulate` called with the same ``d``, ``init``, ``same_init``
+    (and ``replicas`` when ``same_init=False``) and an int seed or ``SeedSequence``
+    (a ``Generator`` advances on each call, so two calls with it differ).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from popdyn.models.multi_index import MultiIndexProblem
+    >>> prob = MultiIndexProblem("he3", "he3", np.eye(2), n_neurons=3)
+    >>> V, W0, u0 = initial_state(prob, 20, init=0.2, rng=1)
+    >>> V.shape, W0.shape, u0.shape
+    ((2, 20), (3, 20), (3, 2))
+    >>> traj = simulate(prob, d=20, algorithm="gf", t_end=0.1, init=0.2, rng=1, n_record=2)
+    >>> bool(np.allclose(traj.u[0, 0], u0, atol=1e-14))
+    True
+    """
+    factory = _lookup(problem)
+    fn = getattr(factory, "initial_state", None)
+    if fn is None:
+        raise TypeError(f"the simulator of {type(problem).__name__} does not expose `initial_state`.")
+    d = check_int("d", d, minimum=1)
+    replicas = check_int("replicas", replicas, minimum=1)
+    root, _ = _root_sequence(rng)
+    streams = _streams(root)
+    return fn(problem, d, init=init, model_rng=streams["model"], init_rng=streams["init"],
+              replicas=replicas, same_init=bool(same_init))
+
+
+# --------------------------------------------------------------------------------------
+# grids
+# --------------------------------------------------------------------------------------
+def _resolve_length(config: SimulationConfig, steps, t_end):
+    """``(n_steps or None, t_final)``."""
+    if config.algorithm == "gf":
+        if steps is not None:
+            raise ValueError("`steps` does not apply to algorithm 'gf' (continuous time); give `t_end`.")
+        if t_end is None:
+            raise ValueError("`t_end` is required for algorithm 'gf'.")
+        return None, check_real("t_end", t_end, lower=0.0, lower_open=True)
+    if (steps is None) == (t_end is None):
+        raise ValueError(
+            f"give exactly one of `steps` and `t_end` (t = eta * steps); got steps={steps!r}, t_end={t_end!r}."
+        )
+    if steps is not None:
+        n = check_int("steps", steps, minimum=1)
+        return n, n * config.eta
+    t_end = check_real("t_end", t_end, lower=0.0, lower_open=True)
+    n = int(np.rint(t_end / config.eta))
+    if n < 1:
+        raise ValueError(f"`t_end` = {t_end} is shorter than one step of eta = {config.eta}.")
+    if abs(n * config.eta - t_end) > GRID_ROUND_TOL * t_end:
+        warnings.warn(f"`t_end` = {t_end} is not a multiple of eta = {config.eta}; running {n} steps "
+                      f"(t = {n * config.eta:.12g}).", stacklevel=3)
+    return n, n * config.eta
+
+
+def _grid(config, n_steps, t_final, n_record, record):
+    """Recording grid: int steps (discrete) or float times (gf), starting at 0 and ending at the end."""
+    gf = config.algorithm == "gf"
+    if isinstance(record, str):
+        check_choice("record", record, RECORD_CHOICES)
+        if gf:
+            if record == "log":
+                g = np.logspace(np.log10(t_final) - GF_LOG_DECADES, np.log10(t_final), n_record - 1)
+                g = np.concatenate(([0.0], g))
+            else:
+                g = np.linspace(0.0, t_final, n_record)
+            g = np.unique(g)
+            g[-1] = t_final
+            return g
+        if record == "log":
+            g = np.rint(np.logspace(0.0, np.log10(n_steps), n_record - 1))
+            g = np.concatenate(([0], g, [n_steps]))
+        else:
+            g = np.rint(np.linspace(0, n_steps, n_record))
+        return np.unique(g.astype(np.int64))
+    times = check_finite_array("record", record, ndim=1)
+    tol = GRID_ROUND_TOL * max(1.0, t_final)
+    if times.size and (times.min() < 0 or times.max() > t_final + tol):
+        raise ValueError(f"`record` times must lie in [0, {t_final:.12g}] (the run), got "
+                         f"[{times.min():.12g}, {times.max():.12g}].")
+    if gf:
+        g = np.unique(np.concatenate(([0.0], np.clip(times, 0.0, t_final), [t_final])))
+        return g
+    s = np.rint(times / config.eta)
+    if times.size and np.max(np.abs(s * config.eta - times)) > tol:
+        warnings.warn("`record` times were rounded to multiples of eta (t = eta * steps).", stacklevel=3)
+    return np.unique(np.concatenate(([0], s, [n_steps])).astype(np.int64))
+
+
+# --------------------------------------------------------------------------------------
+# checkpoints
+# --------------------------------------------------------------------------------------
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=_json_default))
+
+
+def _json_default(obj):
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"not JSON serialisable: {obj!r}")
+
+
+def _read_checkpoint(path: Path):
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            header = json.loads(str(data["header"]))
+            arrays = {k: data[k] for k in data.files if k != "header"}
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+        raise ValueError(f"`checkpoint` {str(path)!r} exists but is not a readable simulate checkpoint "
+                         f"({exc}); delete it or choose another path.") from exc
+    if header.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"`checkpoint` {str(path)!r} has format {header.get('format')!r}, expected "
+                         f"{CHECKPOINT_FORMAT!r}; delete it or choose another path.")
+    return header, arrays
+
+
+def _write_checkpoint(path, header, state, constants, recorded, n_rec) -> None:
+    arrays = {f"state__{k}": np.asarray(v) for k, v in state.items()}
+    arrays.update({f"const__{k}": np.asarray(v) for k, v in constants.items()})
+    arrays.update({f"rec__{k}": v[:n_rec] for k, v in recorded.items()})
+    buf = io.BytesIO()
+    np.savez(buf, header=np.array(json.dumps(header)), **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _diff_params(saved: dict, now: dict, prefix="") -> list:
+    out = []
+    for key in sorted(set(saved) | set(now)):
+        a, b = saved.get(key, "<missing>"), now.get(key, "<missing>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _diff_params(a, b, prefix + key + ".")
+        elif a != b:
+            fa, fb = (repr(x) if len(repr(x)) < 60 else repr(x)[:57] + "..." for x in (a, b))
+            out.append(f"{prefix}{key}: checkpoint {fa}, now {fb}")
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# the verb
+# --------------------------------------------------------------------------------------
+def simulate(problem, *, d, algorithm="sgd", eta=None, steps=None, t_end=None, batch=None,
+             n_samples=None, replicas=8, init="uniform", same_init=True, n_record=100, record="log",
+             rng=None, progress=None, checkpoint=None, checkpoint_every=60.0, checkpoint_steps=None,
+             rtol=1e-10, atol=1e-12) -> Trajectory:
+    r"""Simulate ``problem`` in dimension ``d`` and record its overlaps.
+
+    Parameters
+    ----------
+    problem : problem object
+        A registered problem type (e.g. :class:`~popdyn.models.multi_index.MultiIndexProblem`).
+    d : int
+        Ambient dimension (``>= 1``; the model may need more, e.g. ``d >= rank(G)``).
+    algorithm : {"gf", "sgd", "gd"}
+        Gradient flow, online SGD, or multi-pass GD on ``n_samples`` points.
+    eta : float
+        Step size (``"sgd"``, ``"gd"``); not used by ``"gf"``.
+    steps, t_end : int, float
+        Length of the run: exactly one of them for ``"sgd"``/``"gd"``
+        (``steps = round(t_end / eta)``); ``t_end`` for ``"gf"``.
+    batch : int, optional
+        Minibatch size: default 1 for ``"sgd"``; full batch for ``"gd"`` (also when
+        ``batch >= n_samples``).
+    n_samples : int
+        Dataset size per replica for ``"gd"``.
+    replicas : int
+        Number ``R`` of independent runs, vectorised.
+    init : "uniform", float or array_like
+        Initialisation (model specific; multi-index: Haar, warm-start scale ``m0`` or
+        overlaps ``u0``, see :func:`popdyn.models.multi_index_sim.initial_weights`).
+    same_init : bool
+        Start all replicas from the same ``W0`` (default ``True``).
+    n_record : int
+        Number of recording points (``>= 2``) on the grid ``record``; duplicate integer
+        steps of a log grid are merged, so there may be fewer.
+    record : {"log", "linear"} or array_like
+        ``"log"``: step 0 and log-spaced steps from 1 to ``steps`` (gradient flow: time 0
+        and ``GF_LOG_DECADES`` decades below ``t_end`` up to it); ``"linear"``; or explicit
+        times in the trajectory's unit (rounded to multiples of ``eta`` for discrete
+        algorithms).  The grid always contains the start and the end.
+    rng : int, Generator, SeedSequence or None
+        Seed; recorded in ``meta["seed"]`` in a form that rebuilds it.
+    progress : bool or None
+        tqdm progress bar on stderr.  ``None``: on when stderr is a terminal and the run
+        is long (estimated work above ``PROGRESS_WORK`` multiply-adds).
+    checkpoint : path, optional
+        ``.npz`` file to save the state in (atomically), and to resume from when it
+        exists and was written with the same parameters.  With ``rng=None`` the seed of
+        the checkpoint is adopted.
+    checkpoint_every : float
+        Seconds between checkpoint writes (``0`` = at every step or recording time).
+    checkpoint_steps : int, optional
+        Also write every this many steps (``"gf"``: recording intervals).
+    rtol, atol : float
+        Tolerances of the DOP853 gradient-flow integrator (``"gf"`` only).
+
+    Returns
+    -------
+    Trajectory
+        ``t`` in ``TIME_UNITS[algorithm]``, overlaps of shape ``(n_times, R, ...)`` (for
+        the multi-index model ``u`` with shape ``(n_times, R, N, k)``),
+        ``source="simulation"``, and ``meta`` with ``problem`` (``problem.describe()``),
+        ``d``, ``algorithm``, ``eta``, ``batch``, ``n_samples``, ``replicas``, ``steps``,
+        ``t_end``, ``seed``, ``versions``, the model's extras (multi-index: ``u0``) and
+        ``resumed_from``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        Bad input, naming the argument; a checkpoint written with other parameters.
+    NumericalError
+        Non-finite weights or overlaps (reported with the step and time), or a failed
+        gradient-flow integration.
+
+    Notes
+    -----
+    Discrete algorithms use time :math:`t = \eta\cdot\mathrm{steps}` so that they are
+    compared with gradient flow at equal :math:`t` (DESIGN.md §1).  Under online SGD with
+    :math:`\eta = \delta/d` the high-dimensional limit has :math:`t = \mathrm{steps}/d`
+    up to the factor :math:`\delta`.
+    """
+    config = SimulationConfig(d=d, algorithm=algorithm, eta=eta, batch=batch, n_samples=n_samples,
+                              replicas=replicas, init=init, same_init=same_init, rtol=rtol, atol=atol)
+    factory = _lookup(problem)
+    n_steps, t_final = _resolve_length(config, steps, t_end)
+    n_record = check_int("n_record", n_record, minimum=2)
+    grid = _grid(config, n_steps, t_final, n_record, record)
+    if progress is not None and not isinstance(progress, (bool, np.bool_)):
+        raise TypeError(f"`progress` must be True, False or None, got {progress!r}.")
+    checkpoint_every = check_real("checkpoint_every", checkpoint_every, lower=0.0)
+    if checkpoint_steps is not None:
+        checkpoint_steps = check_int("checkpoint_steps", checkpoint_steps, minimum=1)
+    path = None if checkpoint is None else Path(checkpoint)
+    if config.algorithm not in factory.algorithms:
+        raise ValueError(f"`algorithm` must be one of {', '.join(map(repr, factory.algorithms))} for "
+                         f"{type(problem).__name__}; got {config.algorithm!r}.")
+
+    saved = _read_checkpoint(path) if path is not None and path.exists() else None
+    if rng is None and saved is not None:
+        seed_rec = saved[0]["params"]["seed"]
+        root = _root_from_record(seed_rec)
+    else:
+        root, seed_rec = _root_sequence(rng)
+    stepper, noise = _build(problem, config, root)
+    gf = stepper.continuous
+    params = _jsonable({
+        "model": stepper.model, "problem": problem.describe(), "config": config.describe(),
+        "steps": n_steps, "t_end": t_final, "grid": grid, "seed": seed_rec,
+    })
+
+    # ---- state: fresh or resumed ------------------------------------------------------
+    recorded: dict = {}
+    state = stepper.init_state()
+    position, n_rec, resumed_from = 0, 0, None
+    if saved is not None:
+        header, arrays = saved
+        diffs = _diff_params(header["params"], params)
+        if diffs:
+            raise ValueError(
+                f"`checkpoint` {str(path)!r} was written with different parameters ("
+                + "; ".join(diffs[:6]) + ("; ..." if len(diffs) > 6 else "")
+                + "). Delete it, pass another path, or rerun with the original parameters."
+            )
+        for name, value in stepper.constants.items():
+            if not np.array_equal(arrays.get(f"const__{name}"), value):
+                raise ValueError(f"`checkpoint` {str(path)!r}: the saved `{name}` differs from the one drawn "
+                                 "from the seed (different package version?); delete the checkpoint.")
+        for name in state:
+            state[name][...] = arrays[f"state__{name}"]
+        noise.bit_generator.state = header["rng_state"]
+        position, n_rec = int(header["position"]), int(header["n_recorded"])
+        resumed_from = position
+        for key, arr in arrays.items():
+            if key.startswith("rec__"):
+                full = np.empty((grid.size,) + arr.shape[1:])
+                full[:n_rec] = arr
+                recorded[key[len("rec__"):]] = full
+
+    def tval(pos):
+        return float(grid[pos]) if gf else pos * config.eta
+
+    def observe(i, where):
+        for name, arr in stepper.observe(state).items():
+            if not np.all(np.isfinite(arr)):
+                raise NumericalError(f"non-finite overlap `{name}` in {_LABELS[config.algorithm]}",
+                                     step=None if gf else where, time=tval(where))
+            if name not in recorded:
+                recorded[name] = np.empty((grid.size,) + arr.shape)
+            recorded[name][i] = arr
+
+    def save(pos, n_done, complete=False):
+        header = {"format": CHECKPOINT_FORMAT, "params": params, "position": int(pos),
+                  "n_recorded": int(n_done), "rng_state": noise.bit_generator.state, "complete": complete}
+        _write_checkpoint(path, header, state, stepper.constants, recorded, n_done)
+
+    # ---- progress bar ---------------------------------------------------------------------
+    total = grid.size - 1 if gf else n_steps
+    if progress is None:
+        work = stepper.work_per_step() * (total * _GF_STEPS_PER_INTERVAL if gf else total)
+        progress = bool(work > PROGRESS_WORK and sys.stderr is not None and sys.stderr.isatty())
+    pbar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        pbar = tqdm(total=total, initial=(n_rec - 1 if gf and n_rec else position), file=sys.stderr,
+                    desc=f"simulate {config.algorithm}", unit="interval" if gf else "step",
+                    mininterval=0.5, dynamic_ncols=True)
+
+    # ---- main loop ----------------------------------------------------------------------------
+    started = time.monotonic()
+    next_save = started + checkpoint_every
+    try:
+        with np.errstate(all="ignore"):
+            if n_rec == 0:
+                observe(0, 0)
+                n_rec = 1
+            if gf:
+                for i in range(n_rec, grid.size):
+                    try:
+                        stepper.advance(state, float(grid[i - 1]), float(grid[i]))
+                    except NumericalError as exc:
+                        if exc.time is not None:
+                            raise
+                        raise NumericalError(str(exc), time=float(grid[i - 1])) from exc
+                    observe(i, i)
+                    n_rec = i + 1
+                    if path is not None and (time.monotonic() >= next_save or (
+                            checkpoint_steps is not None and i % checkpoint_steps == 0)):
+                        save(i, n_rec)
+                        next_save = time.monotonic() + checkpoint_every
+                    if pbar is not None:
+                        pbar.update(1)
+                position = grid.size - 1
+            else:
+                marks = grid.tolist()
+                nxt = marks[n_rec] if n_rec < len(marks) else None
+                for s in range(position + 1, n_steps + 1):
+                    try:
+                        stepper.step(state, noise)
+                    except NumericalError as exc:
+                        raise NumericalError(str(exc), step=s, time=s * config.eta) from exc
+                    if s == nxt:
+                        observe(n_rec, s)
+                        n_rec += 1
+                        nxt = marks[n_rec] if n_rec < len(marks) else None
+                    if path is not None and (
+                            (checkpoint_steps is not None and s % checkpoint_steps == 0)
+                            or time.monotonic() >= next_save):
+                        save(s, n_rec)
+                        next_save = time.monotonic() + checkpoint_every
+                    if pbar is not None:
+                        pbar.update(1)
+                position = n_steps
+        if path is not None:
+            save(position, n_rec, complete=True)
+    finally:
+        if pbar is not None:
+            pbar.close()
+
+    t = grid.astype(float) if gf else grid * config.eta
+    meta = {
+        "problem": problem.describe(), "d": config.d, "algorithm": config.algorithm, "eta": config.eta,
+        "batch": config.batch, "n_samples": config.n_samples, "replicas": config.replicas,
+        "steps": n_steps, "t_end": t_final, "same_init": config.same_init,
+        "record_steps": None if gf else grid.tolist(), "seed": seed_rec, "versions": versions(),
+        "checkpoint": None if path is None else str(path), "resumed_from": resumed_from,
+        "wall_time_s": time.monotonic() - started,
+    }
+    if gf:
+        meta.update(rtol=config.rtol, atol=config.atol)
+    meta.update(stepper.describe())
+    length = f"t = {t_final:.6g}" if gf else f"{n_steps} steps (t = {t_final:.6g})"
+    return Trajectory(t=t, overlaps=recorded, time_unit=TIME_UNITS[config.algorithm], source="simulation",
+                      model=stepper.model, status=0,
+                      message=f"{_LABELS[config.algorithm]} completed: {length}, {config.replicas} replicas.",
+                      meta=meta)
