@@ -30,18 +30,31 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .activations import Activation, get_activation, registered_names
+from .compare import Comparison, compare
 from .errors import NumericalError
+from .exponents import generative_exponent, information_exponent
+from .fixedpoints import FixedPoint, FixedPointSet, classify, fixed_points, riemannian_hessian
 from .hermite import HermiteSeries, h_values, hermite_coefficients
+from .kernels import KernelValue, PairExpectation, correlation_kernel, correlation_kernel_expr, gaussian_pair_expectation
+from .models.multi_index import MultiIndexProblem, gram, index_vectors
+from .models.multi_index_sim import initial_weights
+from .ode import integrate
+from .simulate import initial_state, register_stepper, simulate
+from .threshold import ThresholdResult, smallest_eigenvalue_curve, threshold
 from .trajectory import Trajectory
+from .verify import verify
 
 __all__ = [
     "__version__",
-    "Activation",
-    "get_activation",
-    "registered_names",
-    "NumericalError",
-    "HermiteSeries",
-    "h_values",
-    "hermite_coefficients",
-    "Trajectory",
+    # foundation
+    "Activation", "get_activation", "registered_names", "HermiteSeries", "h_values", "hermite_coefficients",
+    "information_exponent", "generative_exponent",
+    "correlation_kernel", "correlation_kernel_expr", "gaussian_pair_expectation", "KernelValue", "PairExpectation",
+    "NumericalError", "Trajectory",
+    # models
+    "MultiIndexProblem", "gram", "index_vectors",
+    # verbs
+    "integrate", "simulate", "initial_state", "initial_weights", "register_stepper", "compare", "Comparison",
+    "fixed_points", "classify", "riemannian_hessian", "FixedPoint", "FixedPointSet",
+    "threshold", "smallest_eigenvalue_curve", "ThresholdResult", "verify",
 ]

@@ -16,6 +16,9 @@ import sys
 from . import __version__
 
 EXIT_OK, EXIT_NUMERICAL, EXIT_USAGE = 0, 1, 2
+#: Default online-SGD step in high-d units (eta = delta/d); with the default batch of 32
+#: the per-step normalisation term eta*(d-1)/(2B)*C stays a small correction.
+DEFAULT_DELTA = 0.5
 
 
 class _Parser(argparse.ArgumentParser):
@@ -76,8 +79,11 @@ def cmd_hermite(args) -> int:
     print(f"tail mass (k > {args.degree:<3})    {series.tail_mass:.3g}")
     print(f"information exponent   {_fmt(summ['information_exponent'])}")
     print(f"generative exponent    {_fmt(summ['generative_exponent'])}")
-    if summ.get("witness"):
-        print(f"  witness              {summ['witness']}  (correlation {_fmt(summ.get('witness_correlation'), 8)})")
+    w = summ.get("witness")
+    if w:
+        exact = f", exact {w['exact_correlation']}" if w["exact_correlation"] else ""
+        print(f"  witness              {w['description']}  (E[T(y) h_k] = {_fmt(w['correlation'], 8)}{exact})")
+    print(f"lambda_k^2 (k=1..{len(summ['lambdas'])})  " + ", ".join(_fmt(v, 6) for v in summ["lambdas"]))
     return EXIT_OK
 
 
@@ -99,6 +105,228 @@ def cmd_activations(args) -> int:
     return EXIT_OK
 
 
+def _problem_from_args(args, *, n_neurons=None):
+    """Build a MultiIndexProblem from --student/--teacher/--k/--gram/--beta/--neurons."""
+    import numpy as np
+
+    from .models.multi_index import MultiIndexProblem, gram
+
+    if args.gram in ("orthogonal", "equiangular", "random"):
+        G = gram(args.gram, args.k, beta=args.beta, d=getattr(args, "d", None), rng=args.seed)
+    else:
+        try:
+            G = np.loadtxt(args.gram, ndmin=2)
+        except OSError as exc:
+            raise ValueError(f"`--gram` must be orthogonal, equiangular, random or a readable text file; "
+                             f"could not read {args.gram!r}: {exc.strerror}.") from None
+        G = gram("custom", G.shape[0], G=G)
+    n = n_neurons if n_neurons is not None else getattr(args, "neurons", 1)
+    return MultiIndexProblem(args.student, args.teacher, G, n_neurons=n, degree=args.degree)
+
+
+def cmd_threshold(args) -> int:
+    from .threshold import threshold
+
+    res = threshold(args.student, args.teacher, args.k, method=args.method, degree=args.degree)
+    if args.json:
+        _dump(res.as_dict())
+        return EXIT_OK
+    print(f"student {res.student}, teacher {res.teacher}, k = {res.k}, equiangular G")
+    print(f"beta_c      {_fmt(res.beta_c)}" + (f"   (exact: {res.as_dict()['exact']})" if res.exact is not None else ""))
+    print(f"kind below  {res.kind_below}")
+    print(f"kind above  {res.kind_above}")
+    print(f"method      {res.method}")
+    print(res.message)
+    return EXIT_OK
+
+
+def cmd_fixed_points(args) -> int:
+    from .fixedpoints import fixed_points
+
+    problem = _problem_from_args(args, n_neurons=1)
+    fps = fixed_points(problem, n_random=args.random_starts, rng=args.seed)
+    if args.json:
+        _dump(fps.as_dict())
+        return EXIT_OK
+    print(fps.summary())
+    return EXIT_OK
+
+
+def cmd_loss(args) -> int:
+    from .models.multi_index import loss_report
+
+    rep = loss_report(_problem_from_args(args, n_neurons=1), latex=args.latex)
+    if args.json:
+        _dump(rep)
+        return EXIT_OK
+    print("one-neuron correlation loss  l(u) = -E[sigma(w.x) f*(x)],  u_j = v_j . w")
+    print(f"  l(u) = {rep['latex'] if args.latex else rep['expr']}")
+    print("spherical gradient flow  du/dt = G g(u) - u (u.g(u))")
+    vel = rep["velocity_latex"] if args.latex and rep.get("velocity_latex") else rep["velocity"]
+    for j, v in enumerate(vel):
+        print(f"  du_{j + 1}/dt = {v}")
+    print(rep["note"])
+    return EXIT_OK
+
+
+def _eta(args):
+    if args.eta is not None and args.delta is not None:
+        raise ValueError("give either `--eta` or `--delta` (eta = delta/d), not both.")
+    if args.eta is not None:
+        return args.eta
+    return (DEFAULT_DELTA if args.delta is None else args.delta) / args.d
+
+
+def _init(text):
+    if text in ("uniform",):
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"`--init` must be 'uniform' or a warm-start overlap scale m0 (a number), got {text!r}.") from None
+
+
+def cmd_predict(args) -> int:
+    import numpy as np
+
+    from .ode import integrate
+    from .simulate import initial_state
+
+    problem = _problem_from_args(args)
+    if args.u0 is not None:
+        try:
+            u0 = np.array([[float(x) for x in row.split(",")] for row in args.u0.split(";")])
+        except ValueError:
+            raise ValueError(f"`--u0` must be rows of comma-separated numbers separated by ';', got {args.u0!r}.") from None
+    else:
+        _, _, u0 = initial_state(problem, args.d, init=_init(args.init), rng=args.seed)
+        u0 = np.asarray(u0).reshape(-1, problem.k)
+    traj = integrate(problem, u0, args.t_end, escape_level=args.escape_level, escape_terminal=False)
+    from .compare import final_directions
+
+    out = {"t_final": float(traj.t[-1]), "time_unit": traj.time_unit, "u0": u0.tolist(),
+           "u_final": traj.final("u")[0].tolist(), "directions": final_directions(traj.final("u")[0]),
+           "status": traj.status, "message": traj.message}
+    if args.escape_level is not None:
+        out["escape_times"] = np.asarray(traj.events.get("escape", [])).tolist()
+    if args.out:
+        traj.save(args.out)
+        out["saved"] = args.out
+    if args.plot:
+        from .plot import plot_trajectory
+
+        plot_trajectory(traj, "u", args.plot)
+        out["plot"] = args.plot
+    if args.json:
+        _dump(out)
+        return EXIT_OK
+    print(f"ODE to t = {out['t_final']:.6g} ({out['time_unit']}): {traj.message}")
+    for i, (a, b, c) in enumerate(zip(out["u0"], out["u_final"], out["directions"])):
+        print(f"  neuron {i + 1}: u0 = {np.round(a, 4).tolist()} -> u = {np.round(b, 4).tolist()}  ({c})")
+    if "escape_times" in out:
+        print(f"  escape times (max_j |u_j| >= {args.escape_level}): {out['escape_times']}")
+    for key in ("saved", "plot"):
+        if key in out:
+            print(f"  {key}: {out[key]}")
+    return EXIT_OK
+
+
+def cmd_simulate(args) -> int:
+    from .simulate import simulate
+
+    problem = _problem_from_args(args)
+    eta = None if args.algorithm == "gf" else _eta(args)
+    traj = simulate(problem, d=args.d, algorithm=args.algorithm, eta=eta, t_end=args.t_end, batch=args.batch,
+                    n_samples=args.n_samples, replicas=args.replicas, init=_init(args.init), rng=args.seed,
+                    checkpoint=args.checkpoint, progress=None if not args.quiet else False)
+    out = traj.summary()
+    if args.out:
+        traj.save(args.out)
+        out["saved"] = args.out
+    if args.json:
+        _dump(out)
+        return EXIT_OK
+    print(f"{args.algorithm} in d = {args.d}, {traj.n_replicas} replicas, to t = {traj.t[-1]:.6g} ({traj.time_unit})")
+    import numpy as np
+
+    for i, row in enumerate(np.asarray(out["final_mean"]["u"])):
+        print(f"  neuron {i + 1}: mean u = {np.round(row, 4).tolist()}")
+    if "saved" in out:
+        print(f"  saved: {out['saved']}")
+    return EXIT_OK
+
+
+def cmd_compare(args) -> int:
+    from .compare import compare
+
+    problem = _problem_from_args(args)
+    eta = None if args.algorithm == "gf" else _eta(args)
+    res = compare(problem, d=args.d, t_end=args.t_end, algorithm=args.algorithm, eta=eta, batch=args.batch,
+                  n_samples=args.n_samples, replicas=args.replicas, init=_init(args.init), rng=args.seed,
+                  progress=None if not args.quiet else False)
+    out = res.as_dict()
+    if args.plot:
+        from .plot import plot_comparison
+
+        plot_comparison(res, args.plot)
+        out["plot"] = args.plot
+    if args.json:
+        _dump(out)
+        return EXIT_OK
+    m = res.meta
+    print(f"ODE vs {m['algorithm']} in d = {m['d']} (eta = {m['eta']}, batch = {m['batch']}, "
+          f"{m['replicas']} replicas from the same start), t in [0, {out['t_final']:.6g}] ({out['time_unit']})")
+    print(f"  max |u_ode - mean u_sim| = {res.max_abs_deviation:.4g}   "
+          f"(largest standard error of the mean: {res.max_standard_error:.4g})")
+    for i, (a, b) in enumerate(zip(res.directions_ode, res.directions_sim)):
+        print(f"  neuron {i + 1}: ODE -> {a:<5} simulation -> {b:<5} {'agree' if a == b else 'DISAGREE'}")
+    print(f"  agreement: {res.agreement:.0%}")
+    if args.plot:
+        print(f"  plot: {args.plot}")
+    return EXIT_OK
+
+
+def cmd_verify(args) -> int:
+    from .verify import list_papers, verify
+
+    if args.list:
+        papers = list_papers()
+        if args.json:
+            _dump({"papers": papers})
+        else:
+            for p, claims in papers.items():
+                print(f"{p}: {', '.join(claims)}")
+        return EXIT_OK
+
+    def progress(r):
+        print(f"[{'pass' if r.passed else 'FAIL'}] {r.paper} {r.claim} ({r.seconds:.1f} s)", file=sys.stderr)
+
+    results = verify(args.papers or None, quick=args.quick, rng=args.seed, progress=progress)
+    ok = all(r.passed for r in results)
+    if args.json:
+        _dump({"claims": [r.as_dict() for r in results], "passed": ok})
+    else:
+        rows = [("paper", "claim", "predicted", "measured", "tolerance", "result")]
+        for r in results:
+            rows.append((r.paper, r.claim, _short(r.predicted), _short(r.measured), _short(r.tolerance),
+                         "pass" if r.passed else "FAIL"))
+        widths = [max(len(str(row[c])) for row in rows) for c in range(6)]
+        for n, row in enumerate(rows):
+            print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)))
+            if n == 0:
+                print("  ".join("-" * w for w in widths))
+        print(f"{sum(r.passed for r in results)}/{len(results)} claims pass")
+    return EXIT_OK if ok else EXIT_NUMERICAL
+
+
+def _short(x) -> str:
+    if isinstance(x, float):
+        return f"{x:.6g}"
+    if isinstance(x, (list, tuple)):
+        return "[" + ", ".join(_short(v) for v in x) + "]"
+    return str(x)
+
+
 # --------------------------------------------------------------------------------------
 # parser
 # --------------------------------------------------------------------------------------
@@ -114,6 +342,37 @@ def _nonneg_int(text: str) -> int:
     if v < 0:
         raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {v}")
     return v
+
+
+def _pos_int(text: str) -> int:
+    v = _nonneg_int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
+    return v
+
+
+def _pos_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
+    if not (v > 0) or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return v
+
+
+def _add_problem_args(p, *, neurons: bool = True, student="he3", teacher="he3", k=3, n=4) -> None:
+    g = p.add_argument_group("model (multi-index teacher, spherical student, correlation loss)")
+    g.add_argument("--student", default=student, help=f"student activation spec (default {student})")
+    g.add_argument("--teacher", default=teacher, help=f"teacher activation spec (default {teacher})")
+    g.add_argument("--k", type=_pos_int, default=k, help=f"number of index vectors (default {k})")
+    g.add_argument("--gram", default="orthogonal",
+                   help="orthogonal | equiangular (with --beta) | random (in dimension --d) | a text file with G")
+    g.add_argument("--beta", type=float, default=None, help="overlap of equiangular index vectors")
+    g.add_argument("--degree", type=_pos_int, default=None, help="Hermite truncation for non-polynomial activations")
+    if neurons:
+        g.add_argument("--neurons", type=_pos_int, default=n, help=f"student neurons N (default {n})")
+    g.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,6 +395,79 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("activations", help="list the activation registry")
     _add_common(p)
     p.set_defaults(func=cmd_activations)
+
+    p = sub.add_parser("threshold", help="beta_c: where the average point of equiangular index vectors turns "
+                                         "from saddle to minimum (arXiv 2411.08798)")
+    p.add_argument("--student", required=True, help="student activation spec")
+    p.add_argument("--teacher", required=True, help="teacher activation spec")
+    p.add_argument("--k", type=_pos_int, required=True, help="number of index vectors")
+    p.add_argument("--method", default="auto", choices=["auto", "exact", "series", "hessian"],
+                   help="exact (sympy, polynomials), series (F(beta) sign scan), hessian (any pair); default auto")
+    p.add_argument("--degree", type=_pos_int, default=None, help="Hermite truncation for non-polynomial activations")
+    _add_common(p)
+    p.set_defaults(func=cmd_threshold)
+
+    p = sub.add_parser("fixed-points", help="fixed points of the spherical flow of one neuron, classified by "
+                                            "their Riemannian Hessian (arXiv 2411.08798)")
+    _add_problem_args(p, neurons=False)
+    p.add_argument("--random-starts", type=_nonneg_int, default=200, help="random root-finding starts (default 200)")
+    _add_common(p)
+    p.set_defaults(func=cmd_fixed_points)
+
+    p = sub.add_parser("loss", help="closed-form one-neuron loss and u-ODE of the multi-index model (sympy)")
+    _add_problem_args(p, neurons=False)
+    p.add_argument("--latex", action="store_true", help="print LaTeX")
+    _add_common(p)
+    p.set_defaults(func=cmd_loss)
+
+    p = sub.add_parser("predict", help="integrate the overlap ODE (gradient flow) from u0")
+    _add_problem_args(p)
+    p.add_argument("--u0", default=None, help="initial overlaps, rows 'u11,u12,...;u21,...' (default: drawn as in a "
+                                              "simulation in dimension --d with --init and --seed)")
+    p.add_argument("--d", type=_pos_int, default=500, help="dimension used to draw u0 (default 500)")
+    p.add_argument("--init", default="uniform", help="'uniform' (Haar on the sphere) or a warm-start scale m0")
+    p.add_argument("--t-end", type=_pos_float, default=20.0, help="final gradient-flow time (default 20)")
+    p.add_argument("--escape-level", type=_pos_float, default=None, help="record when max_j |u_j| first reaches it")
+    p.add_argument("--out", default=None, help="save the trajectory (.npz)")
+    p.add_argument("--plot", default=None, help="save a PNG of u(t)")
+    _add_common(p)
+    p.set_defaults(func=cmd_predict)
+
+    for name, helptext in (("simulate", "finite-d simulation (gradient flow, online SGD, multi-pass GD) in NumPy"),
+                           ("compare", "ODE prediction vs finite-d simulation from the same start, with a plot")):
+        p = sub.add_parser(name, help=helptext)
+        _add_problem_args(p)
+        g = p.add_argument_group("simulation")
+        g.add_argument("--d", type=_pos_int, default=500, help="dimension (default 500)")
+        g.add_argument("--algorithm", choices=["sgd", "gd", "gf"], default="sgd",
+                       help="online SGD, multi-pass GD on --n-samples, or d-dim gradient flow (default sgd)")
+        g.add_argument("--eta", type=_pos_float, default=None, help="step size (overrides --delta)")
+        g.add_argument("--delta", type=_pos_float, default=None,
+                       help="step size in high-d units, eta = delta/d (default 0.5 when --eta is not given)")
+        g.add_argument("--batch", type=_pos_int, default=32, help="minibatch size (default 32)")
+        g.add_argument("--n-samples", type=_pos_int, default=None, help="dataset size for --algorithm gd")
+        g.add_argument("--replicas", type=_pos_int, default=8, help="independent replicas (default 8)")
+        g.add_argument("--init", default="0.3", help="'uniform' (Haar on the sphere) or a warm-start scale m0: "
+                                                     "u0 ~ N(0, m0^2 G) (default 0.3)")
+        g.add_argument("--t-end", type=_pos_float, default=5.0, help="final time t = eta * steps (default 5)")
+        g.add_argument("--quiet", action="store_true", help="no progress bar")
+        if name == "simulate":
+            g.add_argument("--out", default=None, help="save the trajectory (.npz)")
+            g.add_argument("--checkpoint", default=None, help="checkpoint file: saved as the run goes, resumed if present")
+            p.set_defaults(func=cmd_simulate)
+        else:
+            g.add_argument("--plot", default="popdyn_compare.png", help="PNG path (default popdyn_compare.png; "
+                                                                       "'' for none)")
+            p.set_defaults(func=cmd_compare)
+        _add_common(p)
+
+    p = sub.add_parser("verify", help="run the papers' claims as numerical checks (exit 0 only if all pass)")
+    p.add_argument("papers", nargs="*", help="arXiv ids (default: all; see --list)")
+    p.add_argument("--list", action="store_true", help="list the papers and their claims")
+    p.add_argument("--quick", action="store_true", help="small sizes: each paper in about two minutes on 2 cores")
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
+    _add_common(p)
+    p.set_defaults(func=cmd_verify)
 
     for name, register in _EXTRA_COMMANDS:
         register(sub, name)
@@ -170,6 +502,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("popdyn: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `popdyn ... | head`
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -55,7 +55,7 @@ class Claim:
     description : str
         One sentence: what the paper says.
     run : callable
-        ``run(quick, rng) -> ClaimResult``.
+        ``run(quick, rng) -> ClaimResult`` or a list of them (one row per case).
     """
 
     paper: str
@@ -123,9 +123,12 @@ def verify(papers=None, *, quick: bool = False, rng=0, progress=None) -> list[Cl
     results = []
     for claim, g in zip(claims, gens):
         t0 = time.perf_counter()
-        res = claim.run(quick, g)
-        res = dataclasses.replace(res, seconds=round(time.perf_counter() - t0, 2))
-        results.append(res)
-        if progress is not None:
-            progress(res)
+        out = claim.run(quick, g)
+        rows = list(out) if isinstance(out, (list, tuple)) else [out]
+        seconds = round((time.perf_counter() - t0) / max(len(rows), 1), 2)
+        for res in rows:
+            res = dataclasses.replace(res, seconds=seconds)
+            results.append(res)
+            if progress is not None:
+                progress(res)
     return results

@@ -1,0 +1,21 @@
+"""Papers behind popdyn: one sub-package per paper, each with its model notes
+(``equations.md``: equation-to-code map), BibTeX (``references.bib``) and its claims as
+checks (``CLAIMS``) that ``popdyn verify`` runs.
+
+This package imports popdyn, never the reverse; popdyn finds the papers through the
+``popdyn.papers`` entry points declared in ``pyproject.toml``.
+"""
+
+from __future__ import annotations
+
+
+def _papers():
+    from .simsek2025 import CLAIMS as simsek
+
+    return {"2411.08798": simsek}
+
+
+def __getattr__(name):
+    if name == "PAPERS":
+        return _papers()
+    raise AttributeError(name)
