@@ -120,8 +120,13 @@ GRID_ROUND_TOL = 1e-9
 #: Format tag of checkpoint files.
 CHECKPOINT_FORMAT = "popdyn-simulate-checkpoint/1"
 
+#: Simulation engines: ``"full"`` materialises the d-dimensional data; ``"exact"`` draws the
+#: low-dimensional projections of each sample from their exact joint law (cost per step
+#: independent of d), where a model provides it.
+ENGINES = ("full", "exact")
+
 _REGISTRY: dict = {
-    "popdyn.models.multi_index.MultiIndexProblem": "popdyn.models.multi_index_sim:MultiIndexStepper",
+    ("popdyn.models.multi_index.MultiIndexProblem", "full"): "popdyn.models.multi_index_sim:MultiIndexStepper",
 }
 
 
@@ -165,10 +170,12 @@ class SimulationConfig:
     same_init: bool = True
     rtol: float = 1e-10
     atol: float = 1e-12
+    engine: str = "full"
 
     def __post_init__(self):
         s = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
         s("d", check_int("d", self.d, minimum=1))
+        check_choice("engine", self.engine, ENGINES)
         alg = check_choice("algorithm", self.algorithm, ALGORITHMS)
         if alg == "gf":
             for name in ("eta", "batch", "n_samples"):
@@ -210,7 +217,7 @@ class SimulationConfig:
             init = np.asarray(init, dtype=float).tolist()
         out = {"d": self.d, "algorithm": self.algorithm, "eta": self.eta, "batch": self.batch,
                "n_samples": self.n_samples, "replicas": self.replicas, "init": init,
-               "same_init": self.same_init}
+               "same_init": self.same_init, "engine": self.engine}
         if self.algorithm == "gf":
             out.update(rtol=self.rtol, atol=self.atol)
         return out
@@ -223,30 +230,36 @@ def _qualname(cls) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def register_stepper(problem_type: type, stepper) -> None:
+def register_stepper(problem_type: type, stepper, *, engine: str = "full") -> None:
     """Register ``stepper`` (a class following the stepper protocol) for ``problem_type``.
 
     ``stepper`` may also be a ``"module:attribute"`` string, imported on first use.
+    ``engine`` is ``"full"`` (d-dimensional data) or ``"exact"`` (d-free exact law).
     """
     if not isinstance(problem_type, type):
         raise TypeError(f"`problem_type` must be a class, got {problem_type!r}.")
-    _REGISTRY[_qualname(problem_type)] = stepper
+    check_choice("engine", engine, ENGINES)
+    _REGISTRY[(_qualname(problem_type), engine)] = stepper
 
 
-def _lookup(problem):
+def _lookup(problem, engine: str = "full"):
     for cls in type(problem).__mro__:
-        entry = _REGISTRY.get(_qualname(cls))
+        key = (_qualname(cls), engine)
+        entry = _REGISTRY.get(key)
         if entry is None:
             continue
         if isinstance(entry, str):
             module, attr = entry.split(":")
             entry = getattr(importlib.import_module(module), attr)
-            _REGISTRY[_qualname(cls)] = entry
+            _REGISTRY[key] = entry
         return entry
-    known = sorted(k.rsplit(".", 1)[-1] for k in _REGISTRY)
+    known = sorted({name.rsplit(".", 1)[-1] for name, eng in _REGISTRY if eng == engine})
+    other = sorted({eng for name, eng in _REGISTRY
+                    if any(name == _qualname(c) for c in type(problem).__mro__)})
+    hint = f"; it has the engine(s) {other}" if other else ""
     raise TypeError(
-        f"`problem` of type {type(problem).__name__} has no simulator; supported problem types: "
-        f"{', '.join(known)} (register one with popdyn.simulate.register_stepper)."
+        f"`problem` of type {type(problem).__name__} has no {engine!r} simulator{hint}; problem types with one: "
+        f"{', '.join(known) or '(none)'} (register one with popdyn.simulate.register_stepper)."
     )
 
 
@@ -295,7 +308,7 @@ def _streams(root: np.random.SeedSequence) -> dict:
 
 
 def _build(problem, config: SimulationConfig, root):
-    factory = _lookup(problem)
+    factory = _lookup(problem, config.engine)
     if config.algorithm not in factory.algorithms:
         raise ValueError(
             f"`algorithm` must be one of {', '.join(map(repr, factory.algorithms))} for "
@@ -309,7 +322,7 @@ def _build(problem, config: SimulationConfig, root):
 # public helpers
 # --------------------------------------------------------------------------------------
 def make_stepper(problem, *, d, algorithm="sgd", eta=None, batch=None, n_samples=None, replicas=8,
-                 init="uniform", same_init=True, rng=None, rtol=1e-10, atol=1e-12):
+                 init="uniform", same_init=True, rng=None, rtol=1e-10, atol=1e-12, engine="full"):
     """Build the model's stepper exactly as :func:`simulate` does: ``(stepper, noise_rng)``.
 
     For custom loops and tests: ``state = stepper.init_state()``, then
@@ -318,7 +331,8 @@ def make_stepper(problem, *, d, algorithm="sgd", eta=None, batch=None, n_samples
     :func:`simulate`.
     """
     config = SimulationConfig(d=d, algorithm=algorithm, eta=eta, batch=batch, n_samples=n_samples,
-                              replicas=replicas, init=init, same_init=same_init, rtol=rtol, atol=atol)
+                              replicas=replicas, init=init, same_init=same_init, rtol=rtol, atol=atol,
+                              engine=engine)
     root, _ = _root_sequence(rng)
     return _build(problem, config, root)
 
@@ -476,7 +490,7 @@ def _diff_params(saved: dict, now: dict, prefix="") -> list:
 def simulate(problem, *, d, algorithm="sgd", eta=None, steps=None, t_end=None, batch=None,
              n_samples=None, replicas=8, init="uniform", same_init=True, n_record=100, record="log",
              rng=None, progress=None, checkpoint=None, checkpoint_every=60.0, checkpoint_steps=None,
-             rtol=1e-10, atol=1e-12) -> Trajectory:
+             rtol=1e-10, atol=1e-12, engine="full") -> Trajectory:
     r"""Simulate ``problem`` in dimension ``d`` and record its overlaps.
 
     Parameters
@@ -514,6 +528,10 @@ def simulate(problem, *, d, algorithm="sgd", eta=None, steps=None, t_end=None, b
         algorithms).  The grid always contains the start and the end.
     rng : int, Generator, SeedSequence or None
         Seed; recorded in ``meta["seed"]`` in a form that rebuilds it.
+    engine : {"full", "exact"}
+        ``"full"`` draws the d-dimensional samples; ``"exact"`` draws only their
+        low-dimensional projections from the exact joint law (cost per step independent of
+        ``d``), for models that register such a stepper.
     progress : bool or None
         tqdm progress bar on stderr.  ``None``: on when stderr is a terminal and the run
         is long (estimated work above ``PROGRESS_WORK`` multiply-adds).
@@ -554,8 +572,9 @@ def simulate(problem, *, d, algorithm="sgd", eta=None, steps=None, t_end=None, b
     up to the factor :math:`\delta`.
     """
     config = SimulationConfig(d=d, algorithm=algorithm, eta=eta, batch=batch, n_samples=n_samples,
-                              replicas=replicas, init=init, same_init=same_init, rtol=rtol, atol=atol)
-    factory = _lookup(problem)
+                              replicas=replicas, init=init, same_init=same_init, rtol=rtol, atol=atol,
+                              engine=engine)
+    factory = _lookup(problem, config.engine)
     n_steps, t_final = _resolve_length(config, steps, t_end)
     n_record = check_int("n_record", n_record, minimum=2)
     grid = _grid(config, n_steps, t_final, n_record, record)

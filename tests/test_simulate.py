@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
 
-import popdyn.simulate as sim
+from popdyn.simulate import GF_LOG_DECADES
 from popdyn import NumericalError, Trajectory
 from popdyn.models.multi_index import MultiIndexProblem, gram
 from popdyn.models.multi_index_sim import MultiIndexStepper, initial_weights
@@ -413,7 +413,7 @@ def test_grids_and_meta():
     tr2 = simulate(prob, d=8, eta=0.1, t_end=2.0, replicas=2, rng=0, record=[0.5, 1.0, 1.3])
     np.testing.assert_allclose(tr2.t, [0.0, 0.5, 1.0, 1.3, 2.0])
     gf = simulate(prob, d=8, algorithm="gf", t_end=2.0, replicas=1, rng=0, n_record=6)
-    assert gf.t[0] == 0.0 and gf.t[1] == pytest.approx(2.0 * 10.0 ** -sim.GF_LOG_DECADES)
+    assert gf.t[0] == 0.0 and gf.t[1] == pytest.approx(2.0 * 10.0 ** -GF_LOG_DECADES)
     assert gf.t[-1] == 2.0 and gf.t.size == 6
 
 
