@@ -58,6 +58,9 @@ class Comparison:
         On the same time grid; ``ode.u`` has one replica, ``simulation.u`` has ``R``.
     max_abs_deviation : float
         :math:`\\max_{t,i,j} |u^{ODE} - \\text{mean}_R u^{sim}|`.
+    rms_deviation : float
+        Root-mean-square of the same difference over the grid, neurons and indices (a
+        less noisy summary than the maximum, used for scaling studies).
     max_standard_error : float
         Largest standard error of the replica mean over the grid (the noise floor of
         ``max_abs_deviation``).
@@ -70,6 +73,7 @@ class Comparison:
     ode: Trajectory
     simulation: Trajectory
     max_abs_deviation: float
+    rms_deviation: float
     max_standard_error: float
     directions_ode: list
     directions_sim: list
@@ -80,6 +84,7 @@ class Comparison:
         """JSON-friendly summary (the ``popdyn compare --json`` output)."""
         return {
             "max_abs_deviation": self.max_abs_deviation,
+            "rms_deviation": self.rms_deviation,
             "max_standard_error": self.max_standard_error,
             "directions_ode": self.directions_ode,
             "directions_sim": self.directions_sim,
@@ -138,6 +143,7 @@ def compare(problem, *, d: int, t_end: float, algorithm: str = "sgd", eta: float
     u_ode = ode.overlaps["u"][np.searchsorted(ode.t, sim.t), 0]
     u_sim = sim.mean("u")
     dev = float(np.max(np.abs(u_ode - u_sim)))
+    rms = float(np.sqrt(np.mean((u_ode - u_sim) ** 2)))
     sem = float(np.max(sim.std("u"))) / np.sqrt(max(sim.n_replicas, 1))
     dir_ode = final_directions(ode.final("u")[0])
     dir_sim = final_directions(u_sim[-1])
@@ -148,5 +154,5 @@ def compare(problem, *, d: int, t_end: float, algorithm: str = "sgd", eta: float
         "ode_correction": "eta*(d-1)/(2B) C(u) u" if algorithm == "sgd" else None,
         "seed": sim.meta.get("seed"), "versions": sim.meta.get("versions"),
     }
-    return Comparison(ode=ode, simulation=sim, max_abs_deviation=dev, max_standard_error=float(sem),
+    return Comparison(ode=ode, simulation=sim, max_abs_deviation=dev, rms_deviation=rms, max_standard_error=float(sem),
                       directions_ode=dir_ode, directions_sim=dir_sim, agreement=agree, meta=meta)
