@@ -19,6 +19,8 @@ EXIT_OK, EXIT_NUMERICAL, EXIT_USAGE = 0, 1, 2
 #: Default online-SGD step in high-d units (eta = delta/d); with the default batch of 32
 #: the per-step normalisation term eta*(d-1)/(2B)*C stays a small correction.
 DEFAULT_DELTA = 0.5
+#: Default number of index vectors of the multi-index model.
+DEFAULT_K = 3
 
 
 class _Parser(argparse.ArgumentParser):
@@ -112,13 +114,17 @@ def _problem_from_args(args, *, n_neurons=None):
     from .models.multi_index import MultiIndexProblem, gram
 
     if args.gram in ("orthogonal", "equiangular", "random"):
-        G = gram(args.gram, args.k, beta=args.beta, d=getattr(args, "d", None), rng=args.seed)
+        G = gram(args.gram, DEFAULT_K if args.k is None else args.k, beta=args.beta, d=getattr(args, "d", None),
+                 rng=args.seed)
     else:
         try:
             G = np.loadtxt(args.gram, ndmin=2)
         except OSError as exc:
             raise ValueError(f"`--gram` must be orthogonal, equiangular, random or a readable text file; "
-                             f"could not read {args.gram!r}: {exc.strerror}.") from None
+                             f"could not read {args.gram!r}: {(exc.strerror or str(exc)).rstrip('.')}.") from None
+        if args.k is not None and args.k != G.shape[0]:
+            raise ValueError(f"`--k` ({args.k}) does not match the {G.shape[0]}x{G.shape[0]} Gram matrix in {args.gram!r}; "
+                             "omit --k to take k from the file.")
         G = gram("custom", G.shape[0], G=G)
     n = n_neurons if n_neurons is not None else getattr(args, "neurons", 1)
     return MultiIndexProblem(args.student, args.teacher, G, n_neurons=n, degree=args.degree)
@@ -160,11 +166,11 @@ def cmd_loss(args) -> int:
         _dump(rep)
         return EXIT_OK
     print("one-neuron correlation loss  l(u) = -E[sigma(w.x) f*(x)],  u_j = v_j . w")
-    print(f"  l(u) = {rep['latex'] if args.latex else rep['expr']}")
+    print(f"  {rep['latex']}" if args.latex else f"  l(u) = {rep['expr']}")
     print("spherical gradient flow  du/dt = G g(u) - u (u.g(u))")
     vel = rep["velocity_latex"] if args.latex and rep.get("velocity_latex") else rep["velocity"]
     for j, v in enumerate(vel):
-        print(f"  du_{j + 1}/dt = {v}")
+        print(f"  {v}" if args.latex and rep.get("velocity_latex") else f"  du_{j + 1}/dt = {v}")
     print(rep["note"])
     return EXIT_OK
 
@@ -236,7 +242,8 @@ def cmd_simulate(args) -> int:
 
     problem = _problem_from_args(args)
     eta = None if args.algorithm == "gf" else _eta(args)
-    traj = simulate(problem, d=args.d, algorithm=args.algorithm, eta=eta, t_end=args.t_end, batch=args.batch,
+    traj = simulate(problem, d=args.d, algorithm=args.algorithm, eta=eta, t_end=args.t_end,
+                    batch=None if args.algorithm == "gf" else args.batch,
                     n_samples=args.n_samples, replicas=args.replicas, init=_init(args.init), rng=args.seed,
                     checkpoint=args.checkpoint, progress=None if not args.quiet else False)
     out = traj.summary()
@@ -261,7 +268,8 @@ def cmd_compare(args) -> int:
 
     problem = _problem_from_args(args)
     eta = None if args.algorithm == "gf" else _eta(args)
-    res = compare(problem, d=args.d, t_end=args.t_end, algorithm=args.algorithm, eta=eta, batch=args.batch,
+    res = compare(problem, d=args.d, t_end=args.t_end, algorithm=args.algorithm, eta=eta,
+                  batch=None if args.algorithm == "gf" else args.batch,
                   n_samples=args.n_samples, replicas=args.replicas, init=_init(args.init), rng=args.seed,
                   progress=None if not args.quiet else False)
     out = res.as_dict()
@@ -330,8 +338,24 @@ def _short(x) -> str:
 # --------------------------------------------------------------------------------------
 # parser
 # --------------------------------------------------------------------------------------
+class _CiteAction(argparse.Action):
+    """``COMMAND --cite``: print the BibTeX behind the command and exit (before required arguments are checked)."""
+
+    def __init__(self, option_strings, dest, command=None, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+        self.command = command
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from .citations import COMMAND_PAPERS, bibtex
+
+        sys.stdout.write(bibtex(COMMAND_PAPERS.get(self.command, [])))
+        parser.exit(EXIT_OK)
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+    p.add_argument("--cite", action=_CiteAction, command=p.prog.split()[-1],
+                   help="print the BibTeX of popdyn and of the papers behind this command, then exit")
 
 
 def _nonneg_int(text: str) -> int:
@@ -361,11 +385,12 @@ def _pos_float(text: str) -> float:
     return v
 
 
-def _add_problem_args(p, *, neurons: bool = True, student="he3", teacher="he3", k=3, n=4) -> None:
+def _add_problem_args(p, *, neurons: bool = True, student="he3", teacher="he3", n=4) -> None:
     g = p.add_argument_group("model (multi-index teacher, spherical student, correlation loss)")
     g.add_argument("--student", default=student, help=f"student activation spec (default {student})")
     g.add_argument("--teacher", default=teacher, help=f"teacher activation spec (default {teacher})")
-    g.add_argument("--k", type=_pos_int, default=k, help=f"number of index vectors (default {k})")
+    g.add_argument("--k", type=_pos_int, default=None,
+                   help=f"number of index vectors (default {DEFAULT_K}, or the size of the --gram file)")
     g.add_argument("--gram", default="orthogonal",
                    help="orthogonal | equiangular (with --beta) | random (in dimension --d) | a text file with G")
     g.add_argument("--beta", type=float, default=None, help="overlap of equiangular index vectors")

@@ -99,7 +99,7 @@ class Comparison:
 
 
 def compare(problem, *, d: int, t_end: float, algorithm: str = "sgd", eta: float | None = None,
-            batch: int = 1, n_samples: int | None = None, replicas: int = 8, init="uniform",
+            batch: int | None = None, n_samples: int | None = None, replicas: int = 8, init="uniform",
             n_record: int = 60, rng=None, progress=None, ode_options: dict | None = None) -> Comparison:
     r"""Run the overlap ODE and the simulation from the same start and measure their deviation.
 
@@ -134,7 +134,7 @@ def compare(problem, *, d: int, t_end: float, algorithm: str = "sgd", eta: float
     u0 = np.asarray(sim.meta["u0"], dtype=float)
     opts = dict(ode_options or {})
     if algorithm == "sgd":
-        opts.update(eta=eta, d=d, batch=batch)
+        opts.update(eta=eta, d=d, batch=1 if batch is None else batch)
     # the ODE is recorded on the simulation grid plus a fine linear grid (for smooth plots);
     # deviations are read on the simulation grid itself (no interpolation error)
     t_final = float(sim.t[-1])

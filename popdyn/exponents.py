@@ -1041,6 +1041,11 @@ class _ExactMoments:
         return sympy.radsimp(val / sympy.sqrt(sympy.factorial(k)))
 
 
+def _power_name(j: int) -> str:
+    """Display name of the label transform y -> y**j."""
+    return "T(y) = y" if j == 1 else f"T(y) = y**{j}"
+
+
 def _power_fn(j: int):
     def T(y):
         return np.asarray(y, dtype=float) ** j
@@ -1198,7 +1203,7 @@ def _generative_exponent(a: Activation, max_k: int, tol: float) -> GenerativeExp
                             f"internal inconsistency for `{a.name}`: lambda_{k}^2 = {lam[k - 1]:.12g} is below the "
                             f"Cauchy-Schwarz bound {bound:.12g} of the exact witness y**{j}."
                         )
-                    return result(k, LabelTransform(f"T(y) = y**{j}", _power_fn(j), corr, exact, float(bound)))
+                    return result(k, LabelTransform(_power_name(j), _power_fn(j), corr, exact, float(bound)))
             if lam[k - 1] > tol:
                 return result(k, _zeta_witness(st, k, lam[k - 1]))
         raise ValueError(_no_ge_message(a, max_k, tol, lam))
@@ -1218,7 +1223,7 @@ def _generative_exponent(a: Activation, max_k: int, tol: float) -> GenerativeExp
             if j == 1:
                 ex = a.exact_coefficients(k)
                 exact = None if ex is None else ex[k]
-            witness = LabelTransform(f"T(y) = y**{j}", T, float(corr), exact, float(corr * corr / m2))
+            witness = LabelTransform(_power_name(j), T, float(corr), exact, float(corr * corr / m2))
             break
     if witness is None:
         witness = _zeta_witness(st, k, lam[k - 1])

@@ -119,6 +119,8 @@ class Trajectory:
         times = np.asarray(times, dtype=float)
         if times.ndim != 1:
             raise ValueError(f"`times` must be 1-d, got shape {times.shape}.")
+        if np.any(np.diff(times) < 0):
+            raise ValueError("`times` must be non-decreasing.")
         lo, hi = self.t[0], self.t[-1]
         tol = 1e-12 * max(1.0, abs(hi))
         if np.any(times < lo - tol) or np.any(times > hi + tol):
