@@ -1,0 +1,460 @@
+r"""Finite-d simulators of single-index spherical online SGD: full and exact (d-free).
+
+Both plug into :func:`popdyn.simulate.simulate` (``algorithm="sgd"``) through the stepper
+protocol, registered for :class:`~popdyn.models.single_index.SingleIndexProblem` with
+``engine="full"`` and ``engine="exact"``.  The recorded overlap is ``{"m": (n_times, R)}``.
+
+The update (both engines)
+-------------------------
+With the force :math:`\rho_b = -\partial\ell/\partial z` of sample ``b`` (see
+:mod:`popdyn.models.single_index`) and :math:`c_b = \eta\rho_b/B`,
+
+.. math::
+
+    w \leftarrow \frac{w + \sum_b c_b (x_b - z_b w)}{\|w + \sum_b c_b (x_b - z_b w)\|},
+    \qquad z_b = w\cdot x_b ,
+
+i.e. :math:`w - \eta\hat g` with the Riemannian minibatch gradient, then retraction.
+
+``engine="full"`` (:class:`SingleIndexFullStepper`)
+    Materialises the samples, an array ``(R, B, d)`` per step (vectorised over replicas
+    and the minibatch), with a Haar-random teacher direction :math:`\theta`.  The ground
+    truth.
+
+``engine="exact"`` (:class:`SingleIndexExactStepper`)
+    By rotation invariance about :math:`\theta`, ``m`` alone is a Markov chain, and one
+    step can be drawn exactly at any ``d`` from ``O(B)`` scalars.  Write
+    :math:`e = (\theta - m w)/\sqrt{1-m^2}` and decompose each sample as
+    :math:`x_b = z_b w + s_b e + g_b` with :math:`g_b \perp \mathrm{span}(w,\theta)`:
+    :math:`z_b, s_b` are i.i.d. :math:`N(0,1)` and the :math:`g_b` are i.i.d.
+    :math:`N(0, I_{d-2})` in the orthogonal complement, independent of them; the teacher
+    sees :math:`t_b = m z_b + \sqrt{1-m^2}\,s_b`.  Then, **exactly**,
+
+    .. math::
+
+        m' = \frac{m + \sqrt{1-m^2}\,A}{\sqrt{1 + A^2 + \|\sum_b c_b g_b\|^2}}, \qquad
+        A = \sum_b c_b s_b .
+
+    The Gram matrix :math:`S_{bb'} = g_b\cdot g_{b'}` is Wishart(d - 2, I_B), but only the
+    quadratic form :math:`c^\top S c` enters, and ``c`` is a function of
+    :math:`(z_b, s_b)`, independent of ``S``.  For a fixed vector ``c``,
+    :math:`\sum_b c_b g_b \sim N(0, \|c\|^2 I_{d-2})`, so
+    :math:`c^\top S c \overset{d}{=} \|c\|^2\chi^2_{d-2}`: one chi-square draw per
+    replica per step replaces the :math:`B\times B` Bartlett factor (same law, cost
+    ``O(B)`` instead of ``O(B^2)``).  ``chi2_{d-2} = 2 Gamma((d-2)/2)`` is drawn by
+    numpy's Marsaglia–Tsang sampler, whose cost does not depend on ``d``.  The update
+    is exact (no expansion in :math:`\eta` or ``1/d``); the only error is rounding
+    (``m`` is clipped to [-1, 1] against it).
+
+Initial state (``init``)
+------------------------
+``"uniform"``: Haar-random ``w`` (exact engine: :math:`m_0 = g_1/\sqrt{g_1^2 +
+\chi^2_{d-1}}`, the law of :math:`\theta\cdot w`); a float ``m0`` in [-1, 1]: every
+replica starts at alignment exactly ``m0`` (full engine:
+:math:`w_0 = m_0\theta + \sqrt{1 - m_0^2}\,r` with ``r`` uniform on the unit sphere of
+:math:`\theta^\perp`).  ``same_init=True`` (default) starts all replicas from one draw.
+
+First-passage times
+-------------------
+:func:`first_passage` runs either engine until ``m`` (or ``|m|``) reaches a level and
+returns each replica's hitting step; with the exact engine it draws the randomness in
+blocks of steps and drops replicas that have arrived, so that large ``d`` costs nothing
+extra (used by the BAGJ escape-scaling claim in ``theory/bagj2021``).
+
+References
+----------
+G. Ben Arous, R. Gheissari, A. Jagannath, JMLR 22(106), 2021 (arXiv 2003.10409);
+DESIGN.md §2 (exact simulation of online SGD).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+
+import numpy as np
+
+from .._validation import check_choice, check_int, check_real
+from ..errors import NumericalError
+from .multi_index_sim import fast_evaluator
+from .single_index import SingleIndexProblem
+
+__all__ = ["SingleIndexFullStepper", "SingleIndexExactStepper", "FirstPassage", "first_passage",
+           "initial_state", "INIT_CHOICES"]
+
+#: Documented forms of ``init``.
+INIT_CHOICES = ("'uniform'", "a float m0 in [-1, 1]")
+#: Random numbers drawn per block by :func:`first_passage` (exact engine): bounds memory
+#: (~16 MB) while amortising the cost of a generator call over many steps.
+_BLOCK_NUMBERS = 2_000_000
+#: Largest block of steps drawn at once by :func:`first_passage`.
+_MAX_BLOCK_STEPS = 1024
+
+
+def _parse_init(init):
+    """``("uniform", None)`` or ``("m0", float)``."""
+    if isinstance(init, str):
+        if init == "uniform":
+            return "uniform", None
+        raise ValueError(f"`init` must be one of {', '.join(INIT_CHOICES)}; got {init!r}.")
+    if isinstance(init, bool) or not isinstance(init, numbers.Real):
+        raise TypeError(f"`init` must be one of {', '.join(INIT_CHOICES)}; got {init!r}.")
+    return "m0", check_real("init", init, lower=-1.0, upper=1.0)
+
+
+def _unit_rows(A):
+    A /= np.sqrt(np.einsum("...d,...d->...", A, A))[..., None]
+    return A
+
+
+def initial_state(problem, d, *, init="uniform", model_rng=None, init_rng=None, replicas=1, same_init=True):
+    r"""Teacher direction, initial weights and alignments of the full engine: ``(theta, W0, m0)``.
+
+    ``theta`` has shape ``(d,)``; ``W0`` has shape ``(d,)`` when ``same_init`` else
+    ``(R, d)``; ``m0 = W0 @ theta``.  Use :func:`popdyn.simulate.initial_state` for the
+    state a seeded :func:`~popdyn.simulate.simulate` run starts from.
+    """
+    if not isinstance(problem, SingleIndexProblem):
+        raise TypeError(f"`problem` must be a SingleIndexProblem, got {type(problem).__name__}.")
+    d = check_int("d", d, minimum=2)
+    kind, m0 = _parse_init(init)
+    theta = _unit_rows(model_rng.standard_normal(d))
+    lead = () if same_init else (check_int("replicas", replicas, minimum=1),)
+    r = init_rng.standard_normal(lead + (d,))
+    if kind == "uniform":
+        W0 = _unit_rows(r)
+    else:
+        r -= (r @ theta)[..., None] * theta
+        W0 = m0 * theta + math.sqrt(max(0.0, 1.0 - m0 * m0)) * _unit_rows(r)
+    return theta, W0, W0 @ theta
+
+
+class _Kernel:
+    """Fast per-sample labels and forces shared by both engines (Horner for polynomials)."""
+
+    def __init__(self, problem: SingleIndexProblem):
+        self.a = problem.a_star
+        self.squared = problem.loss == "squared"
+        self._teacher = fast_evaluator(problem.teacher)
+        self._dstudent = fast_evaluator(problem.student, derivative=True)
+        self._student = fast_evaluator(problem.student)
+
+    def force(self, Z, T) -> np.ndarray:
+        r""":math:`\rho(z, t)` for arrays of projections, a new array of their shape."""
+        rho = self._teacher(T, np.empty(T.shape))
+        if self.a != 1.0:
+            rho *= self.a
+        if self.squared:
+            rho -= self._student(Z, np.empty(Z.shape))
+        rho *= self._dstudent(Z, np.empty(Z.shape))
+        return rho
+
+
+def exact_update(m, z, s, chi2, coef):
+    r"""One exact step for alignments ``m`` (R,), given ``z``, ``s`` (R, B), ``chi2`` (R,) and
+    ``coef`` :math:`c_b = \eta\rho_b/B` (R, B): returns the new ``m`` (module docstring)."""
+    if coef.shape[1] == 1:  # the common online case, without reductions
+        A = coef[:, 0] * s[:, 0]
+        q = coef[:, 0] * coef[:, 0]
+    else:
+        A = np.einsum("rb,rb->r", coef, s)
+        q = np.einsum("rb,rb->r", coef, coef)
+    num = np.sqrt(np.maximum(1.0 - m * m, 0.0))
+    num *= A
+    num += m
+    q *= chi2
+    q += 1.0
+    q += A * A
+    if not math.isfinite(float(q.sum())):  # the squared step overflowed: no meaningful update
+        return np.full_like(m, np.nan)
+    num /= np.sqrt(q, out=q)
+    return np.clip(num, -1.0, 1.0, out=num)
+
+
+class _Base:
+    model = "single_index"
+    algorithms = ("sgd",)
+    continuous = False
+
+    def __init__(self, problem, config):
+        if not isinstance(problem, SingleIndexProblem):
+            raise TypeError(f"`problem` must be a SingleIndexProblem, got {type(problem).__name__}.")
+        if config.d < 2:
+            raise ValueError(f"`d` must be an integer >= 2 for the single-index model, got {config.d}.")
+        self.problem = problem
+        self.config = config
+        self.R, self.d, self.B, self.eta = config.replicas, config.d, config.batch, config.eta
+        self.kernel = _Kernel(problem)
+        self.kind, self.m0_value = _parse_init(config.init)
+
+    def advance(self, state, t0, t1):  # pragma: no cover - protocol completeness
+        raise TypeError("the single-index simulators implement online SGD only (algorithm='sgd').")
+
+    def _fail(self):
+        raise NumericalError(
+            f"non-finite alignment after an update with eta = {self.eta:g}: the force overflowed. "
+            "Try a smaller `eta` or a bounded activation."
+        )
+
+
+class SingleIndexFullStepper(_Base):
+    r"""Full d-dimensional online SGD (stepper protocol of :mod:`popdyn.simulate`).
+
+    Attributes
+    ----------
+    theta : ndarray (d,)
+        Teacher direction (Haar, from the ``model`` stream).
+    m0 : ndarray
+        Initial alignments, ``()`` when ``same_init`` else ``(R,)``.
+    """
+
+    initial_state = staticmethod(initial_state)
+
+    def __init__(self, problem, config, streams):
+        super().__init__(problem, config)
+        self.theta, self._W0, self.m0 = initial_state(
+            problem, self.d, init=config.init, model_rng=streams["model"], init_rng=streams["init"],
+            replicas=self.R, same_init=config.same_init)
+
+    @property
+    def constants(self) -> dict:
+        return {"theta": self.theta}
+
+    def init_state(self) -> dict:
+        """``{"W": (R, d)}``."""
+        W = np.empty((self.R, self.d))
+        W[...] = self._W0
+        return {"W": W}
+
+    def observe(self, state) -> dict:
+        """``{"m": W theta}``, shape ``(R,)``."""
+        return {"m": state["W"] @ self.theta}
+
+    def work_per_step(self) -> float:
+        return float(3 * self.R * self.B * self.d)
+
+    def describe(self) -> dict:
+        return {"engine": "full", "init": self.config.init if isinstance(self.config.init, str) else float(
+            self.config.init), "m0": np.asarray(self.m0).tolist()}
+
+    def step(self, state, rng) -> None:
+        """One online-SGD step in place on ``state["W"]`` (fresh ``(R, B, d)`` samples)."""
+        W = state["W"]
+        X = rng.standard_normal((self.R, self.B, self.d))
+        Z = np.matmul(X, W[:, :, None])[..., 0]  # (R, B)
+        T = X @ self.theta
+        coef = self.kernel.force(Z, T)
+        coef *= self.eta / self.B
+        s = np.einsum("rb,rb->r", coef, Z)
+        D = np.matmul(coef[:, None, :], X)[:, 0]  # sum_b c_b x_b, (R, d)
+        W *= (1.0 - s)[:, None]
+        W += D
+        norm = np.sqrt(np.einsum("rd,rd->r", W, W))
+        if not np.all(np.isfinite(norm)) or np.any(norm == 0):
+            self._fail()
+        W /= norm[:, None]
+
+
+class SingleIndexExactStepper(_Base):
+    r"""Exact d-free online SGD on the alignment ``m`` (module docstring; cost per step
+    ``O(R B)``, independent of ``d``)."""
+
+    def __init__(self, problem, config, streams):
+        super().__init__(problem, config)
+        rng = streams["init"]
+        n = 1 if config.same_init else self.R
+        if self.kind == "uniform":
+            g = rng.standard_normal(n)
+            m0 = g / np.sqrt(g * g + 2.0 * rng.standard_gamma((self.d - 1) / 2.0, size=n))
+        else:
+            m0 = np.full(n, self.m0_value)
+        self.m0 = m0[0] if config.same_init else m0
+        self._half_df = (self.d - 2) / 2.0
+
+    @property
+    def constants(self) -> dict:
+        return {}
+
+    def init_state(self) -> dict:
+        """``{"m": (R,)}``."""
+        m = np.empty(self.R)
+        m[...] = self.m0
+        return {"m": m}
+
+    def observe(self, state) -> dict:
+        return {"m": state["m"].copy()}
+
+    def work_per_step(self) -> float:
+        return float(20 * self.R * self.B)
+
+    def describe(self) -> dict:
+        return {"engine": "exact", "init": self.config.init if isinstance(self.config.init, str) else float(
+            self.config.init), "m0": np.asarray(self.m0).tolist()}
+
+    def draw(self, rng, R):
+        """``(z, s, chi2)`` for ``R`` replicas: shapes ``(R, B)``, ``(R, B)``, ``(R,)``."""
+        zs = rng.standard_normal((2, R, self.B))
+        chi2 = 2.0 * rng.standard_gamma(self._half_df, size=R)
+        return zs[0], zs[1], chi2
+
+    def update(self, m, z, s, chi2) -> np.ndarray:
+        """The exact map ``m -> m'`` for given draws (new array)."""
+        T = z * m[:, None]
+        T += s * np.sqrt(np.maximum(1.0 - m * m, 0.0))[:, None]
+        coef = self.kernel.force(z, T)
+        coef *= self.eta / self.B
+        out = exact_update(m, z, s, chi2, coef)
+        if not math.isfinite(float(out.sum())):  # NaN/inf anywhere makes the sum non-finite
+            self._fail()
+        return out
+
+    def step(self, state, rng) -> None:
+        """One exact step in place on ``state["m"]``."""
+        m = state["m"]
+        z, s, chi2 = self.draw(rng, self.R)
+        m[...] = self.update(m, z, s, chi2)
+
+
+# --------------------------------------------------------------------------------------
+# first-passage times
+# --------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class FirstPassage:
+    r"""Hitting steps of ``m`` (or ``|m|``) at a level, one per replica.
+
+    Attributes
+    ----------
+    steps : ndarray (R,)
+        First step at which the level was reached (``0`` if it starts there; ``inf`` if
+        not reached by ``max_steps`` or before the run stopped at ``stop_fraction``).
+    batch : int
+        Minibatch size; :attr:`samples` = ``batch * steps``.
+    meta : dict
+        Parameters, seed and engine.
+    """
+
+    steps: np.ndarray
+    batch: int
+    meta: dict
+
+    @property
+    def samples(self) -> np.ndarray:
+        return self.batch * self.steps
+
+    @property
+    def fraction_reached(self) -> float:
+        return float(np.mean(np.isfinite(self.steps)))
+
+    def median_samples(self) -> float:
+        """Median over replicas of the samples (``inf`` if half of them or more never arrived)."""
+        return float(np.median(self.samples))
+
+
+def first_passage(problem, d, *, eta, batch=1, replicas=200, m0=None, level=0.5, max_steps=10**7,
+                  absolute=False, stop_fraction=1.0, engine="exact", rng=None) -> FirstPassage:
+    r"""Steps until each replica's alignment reaches ``level``, by simulation.
+
+    Parameters
+    ----------
+    problem : SingleIndexProblem
+    d : int
+        Dimension (``>= 2``).
+    eta : float
+        Step size.
+    batch : int
+        Minibatch size.
+    replicas : int
+        Independent runs.
+    m0 : float or "uniform", optional
+        Initial alignment (default :math:`d^{-1/2}`) or a Haar start.
+    level : float
+        Level to reach.
+    max_steps : int
+        Give up after this many steps (those replicas get ``inf``).
+    absolute : bool
+        Use :math:`|m|` (for problems symmetric under :math:`w \to -w`, e.g. even student
+        and teacher).
+    stop_fraction : float in (0, 1]
+        Stop once this fraction of replicas has arrived (e.g. 0.6 when only the median is
+        needed); the rest get ``inf``.
+    engine : {"exact", "full"}
+        Simulator (module docstring).  ``"exact"`` costs ``O(R B)`` per step at any ``d``.
+    rng : int, Generator, SeedSequence or None
+
+    Returns
+    -------
+    FirstPassage
+
+    Raises
+    ------
+    NumericalError
+        A non-finite alignment (reported with its step).
+    """
+    from ..simulate import make_stepper
+
+    if not isinstance(problem, SingleIndexProblem):
+        raise TypeError(f"`problem` must be a SingleIndexProblem, got {type(problem).__name__}.")
+    d = check_int("d", d, minimum=2)
+    level = check_real("level", level, lower=-1.0, upper=1.0)
+    max_steps = check_int("max_steps", max_steps, minimum=1)
+    stop_fraction = check_real("stop_fraction", stop_fraction, lower=0.0, upper=1.0, lower_open=True)
+    engine = check_choice("engine", engine, ("exact", "full"))
+    init = 1.0 / math.sqrt(d) if m0 is None else m0
+    stepper, noise = make_stepper(problem, d=d, algorithm="sgd", eta=eta, batch=batch, replicas=replicas,
+                                  init=init, engine=engine, rng=rng)
+    R = stepper.R
+    need = math.ceil(stop_fraction * R - 1e-9)
+    state = stepper.init_state()
+    obs = (lambda m: np.abs(m)) if absolute else (lambda m: m)
+    m_now = stepper.observe(state)["m"]
+    hit = np.where(obs(m_now) >= level, 0.0, np.inf)
+    meta = {"problem": problem.describe(), "d": d, "eta": stepper.eta, "batch": stepper.B, "replicas": R,
+            "init": init, "level": level, "absolute": bool(absolute), "engine": engine,
+            "max_steps": max_steps, "stop_fraction": stop_fraction}
+    with np.errstate(all="ignore"):  # overflow is detected explicitly and reported with its step
+        step = _run_first_passage(stepper, noise, state, hit, obs, level, max_steps, need)
+    meta["steps_run"] = step
+    return FirstPassage(steps=hit, batch=stepper.B, meta=meta)
+
+
+def _run_first_passage(stepper, noise, state, hit, obs, level, max_steps, need) -> int:
+    """Fill ``hit`` (R,) in place with hitting steps; return the number of steps run."""
+    R = stepper.R
+    step = 0
+    if isinstance(stepper, SingleIndexFullStepper):
+        while step < max_steps and np.sum(np.isfinite(hit)) < need:
+            step += 1
+            try:
+                stepper.step(state, noise)
+            except NumericalError as exc:
+                raise NumericalError(str(exc), step=step) from exc
+            new = np.isinf(hit) & (obs(stepper.observe(state)["m"]) >= level)
+            hit[new] = step
+        return step
+    # exact engine: blocks of draws, active replicas only
+    active = np.flatnonzero(np.isinf(hit))
+    m = state["m"][active].copy()
+    while step < max_steps and R - active.size < need:
+        Ra = active.size
+        K = int(min(_MAX_BLOCK_STEPS, max_steps - step, max(1, _BLOCK_NUMBERS // (Ra * (2 * stepper.B + 1)))))
+        zs = noise.standard_normal((K, 2, Ra, stepper.B))
+        chi2 = 2.0 * noise.standard_gamma(stepper._half_df, size=(K, Ra))
+        arrived = np.zeros(Ra, dtype=bool)
+        done = R - Ra
+        for k in range(K):
+            step += 1
+            try:
+                m = stepper.update(m, zs[k, 0], zs[k, 1], chi2[k])
+            except NumericalError as exc:
+                raise NumericalError(str(exc), step=step) from exc
+            new = ~arrived & (obs(m) >= level)
+            if new.any():
+                arrived |= new
+                hit[active[new]] = step
+                done += int(new.sum())
+                if done >= need:  # stop at exactly the step the full engine would stop at
+                    break
+        keep = ~arrived
+        active, m = active[keep], m[keep]
+    return step
