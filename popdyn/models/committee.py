@@ -37,19 +37,68 @@ order parameters :math:`Q_{ik} = J_i\cdot J_k/N`, :math:`R_{in} = J_i\cdot B_n/N
 :math:`w = J/\sqrt N` this is *the same* dynamics as popdyn's with :math:`\delta = \eta`:
 the ODEs, order parameters and times coincide, so numbers can be checked against the
 literature directly.  The option only changes labels (``R``/``T``, ``alpha``) and how
-initial weights are scaled when a simulation materialises them.
+initial weights are scaled when a simulation materialises them (the full simulator then
+stores :math:`J = \sqrt N w` and applies the classic update; ``tests/test_committee.py``
+checks it against an independent classic-scaling loop).
+
+The ODE (ODE protocol of :mod:`popdyn.ode`)
+-------------------------------------------
+``popdyn.integrate(problem, {"Q": Q0, "M": M0[, "a": a0]}, t_end)`` integrates the
+:math:`d\to\infty` online-SGD equations of :meth:`CommitteeProblem.ode_rhs` (state
+``Q``, ``M``, ``a``; ``a`` moves only when ``train_second_layer``), with the
+:math:`\delta^2` SGD-noise term and the label-noise term in :math:`\dot Q`, for any
+activations: the Gaussian integrals come from
+:mod:`popdyn.models.committee_integrals` (closed forms for erf and ReLU, exact for
+polynomials, a quadrature fallback with a stated tolerance otherwise).  The
+trajectory's time unit is ``"t = steps / d"`` (``"alpha = steps / N"`` under
+``"saad-solla"``).  The generalisation error :math:`\varepsilon_g = \tfrac12
+E[(f - y^*)^2]` is :meth:`CommitteeProblem.generalisation_error`; :func:`eps_g` and
+:func:`add_eps_g` evaluate it along any trajectory (ODE or simulation; the overlap
+``"eps_g"`` has shape ``(n_times, n_replicas)``).
+
+Simulation
+----------
+``engine="full"`` (:mod:`popdyn.models.committee_sim`, the d-dimensional ground truth)
+and ``engine="exact"`` (:mod:`popdyn.models.committee_exact`, d-free) are registered
+for :func:`popdyn.simulate.simulate`.  :func:`simulate_committee` runs either in the
+ODE's units (``eta = delta/d``, ``t = steps/d``) and adds ``eps_g``.  The classic
+plateau comparison is :func:`classic_problem`, :func:`classic_initial_state`,
+:func:`deviation_table` and :func:`plot_committee`.
+
+Examples
+--------
+>>> import popdyn
+>>> prob = classic_problem()                      # erf, K = M = 2, delta = 0.5, a fixed
+>>> traj = add_eps_g(prob, popdyn.integrate(prob, classic_initial_state(prob), 50.0, n_times=5))
+>>> traj.time_unit, round(float(traj.eps_g[-1, 0]), 4)     # on the plateau
+('t = steps / d', 0.0148)
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
 from .._validation import check_choice, check_finite_array, check_int, check_real
 from ..activations import Activation, get_activation
 
-__all__ = ["CommitteeProblem", "CONVENTIONS", "check_overlaps"]
+__all__ = [
+    "CommitteeProblem",
+    "CONVENTIONS",
+    "check_overlaps",
+    "joint_covariance",
+    "eps_g",
+    "add_eps_g",
+    "steps_per_d",
+    "simulate_committee",
+    "CLASSIC",
+    "classic_problem",
+    "classic_initial_state",
+    "deviation_table",
+    "plot_committee",
+]
 
 CONVENTIONS = ("popdyn", "saad-solla")
 #: Eigenvalues above ``-PSD_TOL * max(1, ||C||)`` count as non-negative when checking that
@@ -182,3 +231,438 @@ class CommitteeProblem:
             "delta": self.delta, "delta_a": self.delta_a, "noise": self.noise,
             "loss": "squared", "conventions": self.conventions,
         }
+
+    # -- ODE protocol (popdyn.ode) ---------------------------------------------------------
+    ode_model = "committee"
+    #: State arrays: ``Q`` (K, K), ``M`` (K, M), ``a`` (K,) (constant unless trained).
+    ode_state_names = ("Q", "M", "a")
+
+    def ode_initial_state(self, state0) -> dict:
+        r"""Validate the initial state ``{"Q": (K, K), "M": (K, M)[, "a": (K,)]}``.
+
+        ``Q`` and ``M`` must form, with the problem's ``G``, a PSD joint Gram matrix
+        (:func:`check_overlaps`); ``a`` defaults to ``problem.a0`` (with a fixed second layer it
+        is the fixed value).
+        """
+        if not isinstance(state0, dict):
+            raise TypeError(f"`u0` for a CommitteeProblem must be a dict {{'Q': (K, K), 'M': (K, M)[, 'a': (K,)]}}, "
+                            f"got {type(state0).__name__}.")
+        extra = set(state0) - {"Q", "M", "a"}
+        if extra or not {"Q", "M"} <= set(state0):
+            raise ValueError(f"the initial state needs the keys 'Q' and 'M' (and optionally 'a'); got "
+                             f"{sorted(map(str, state0))}.")
+        Q, M, _ = check_overlaps(state0["Q"], state0["M"], self.G)
+        if Q.shape != (self.K, self.K):
+            raise ValueError(f"`Q` must have shape (K, K) = ({self.K}, {self.K}), got {Q.shape}.")
+        a = self.a0 if state0.get("a") is None else check_finite_array("a", state0["a"], ndim=1, shape=(self.K,))
+        return {"Q": Q.copy(), "M": M.copy(), "a": np.array(a, dtype=float)}
+
+    def ode_validate_options(self, *, eta=None, d=None, batch=1, tol=None, recheck=10, max_nodes=None) -> dict:
+        """Check the options once: ``eta``/``d`` do not apply (the ODE is the d -> infinity limit
+        with ``eta = delta/d``); ``batch`` divides the delta^2 term; ``tol``/``recheck`` tune the
+        quadrature route of the Gaussian integrals."""
+        from .committee_integrals import FALLBACK_TOL
+
+        if eta is not None or d is not None:
+            raise ValueError(
+                "`eta` and `d` do not apply to the committee-machine ODE: it is the d -> infinity limit of "
+                f"online SGD with eta = delta/d (set `delta` = {self.delta:g} on the problem) and time "
+                "t = steps/d. Pass eta=None, d=None."
+            )
+        batch = check_int("batch", batch, minimum=1)
+        tol = FALLBACK_TOL if tol is None else check_real("tol", tol, lower=0.0, lower_open=True)
+        recheck = check_int("recheck", recheck, minimum=1)
+        if max_nodes is not None:
+            max_nodes = check_int("max_nodes", max_nodes, minimum=1)
+        return {"eta": None, "d": None, "batch": batch, "tol": tol, "recheck": recheck, "max_nodes": max_nodes}
+
+    def ode_rhs(self, t, state, *, eta=None, d=None, batch=1, tol=None, recheck=10, max_nodes=None) -> dict:
+        r"""Right-hand side of the high-dimensional online-SGD ODE, in ``t = steps/d``.
+
+        With :math:`\beta = (a_1..a_K, -a^*_1..-a^*_M)` (so :math:`f - y^* = \sum_c \beta_c
+        s_c(x_c)`) and the integrals of :mod:`popdyn.models.committee_integrals`,
+
+        .. math::
+
+            \frac{dM_{in}}{dt} &= -\delta\, a_i \sum_c \beta_c I_3(i, n, c)
+              = \delta a_i\Bigl[\sum_m a^*_m I_3(i,n,m) - \sum_j a_j I_3(i,n,j)\Bigr], \\
+            \frac{dQ_{ik}}{dt} &= -\delta\Bigl[a_i \sum_c \beta_c I_3(i,k,c)
+              + a_k \sum_c \beta_c I_3(k,i,c)\Bigr]
+              + \frac{\delta^2}{B}\, a_i a_k \Bigl[\sum_{ce}\beta_c\beta_e I_4(i,k,c,e)
+              + \texttt{noise}\; J_2(i,k)\Bigr], \\
+            \frac{da_i}{dt} &= -\delta_a \sum_c \beta_c I_2(i, c)
+              = \delta_a\Bigl[\sum_n a^*_n I_2(i,n) - \sum_j a_j I_2(i,j)\Bigr]
+              \quad(\text{0 when the second layer is fixed}).
+
+        *Derivation.*  One step changes :math:`M_{in}` by :math:`-\eta a_i\Delta\sigma'(\lambda_i)
+        \nu_n` and :math:`Q_{ik}` by :math:`-\eta a_i\Delta\sigma'(\lambda_i)\lambda_k - (i
+        \leftrightarrow k) + \eta^2 a_i a_k \Delta^2 \sigma'(\lambda_i)\sigma'(\lambda_k)
+        \|x\|^2/B` (minibatch of ``B``: the cross-sample terms :math:`x_b\cdot x_{b'}` are
+        :math:`O(\sqrt d)` and drop out), and :math:`a_i` by :math:`-\eta_a\Delta
+        \sigma(\lambda_i)`, with :math:`\Delta = f - y^* - \sqrt{\texttt{noise}}\,\xi`.  With
+        :math:`\eta = \delta/d`, :math:`\eta_a = \delta_a/d`, :math:`\|x\|^2 = d + O(\sqrt d)`
+        and :math:`d` steps per unit time, the means give the equations (the label noise
+        enters only through :math:`E[\Delta^2] \ni \texttt{noise}`, hence
+        :math:`\texttt{noise}\,J_2`).  The :math:`\eta_a^2` term is :math:`O(1/d)` and
+        vanishes.  For erf and :math:`a` fixed this is THEORY.md §1.8 (Saad & Solla 1995,
+        eqs. for R and Q) with their :math:`(\eta, v, \tilde v, \sigma^2)` = our
+        :math:`(\delta, a, a^*, \texttt{noise})`.
+
+        *Validity.*  The :math:`d\to\infty` limit at fixed :math:`\delta`; the first
+        corrections are :math:`O(1/d)` relative (e.g. :math:`\|x\|^2` has mean ``d``, of which
+        ``K + M`` directions are correlated with the fields).  ``tests/test_committee.py``
+        checks it against the one-step mean increment of the full simulator at d = 1000.
+
+        Options (``integrate(..., batch=B, options={...})``): ``batch`` (minibatch size
+        ``B``); ``tol``, ``recheck`` and ``max_nodes`` (quadrature route of the integrals,
+        :class:`~popdyn.models.committee_integrals.CommitteeIntegrals`; ``tol`` defaults to
+        :data:`~popdyn.models.committee_integrals.FALLBACK_TOL`).
+        """
+        from ..errors import NumericalError
+
+        try:
+            parts = self.rhs_terms(state, batch=batch, tol=tol, recheck=recheck, max_nodes=max_nodes)
+        except NumericalError as exc:
+            if exc.time is not None:
+                raise
+            raise NumericalError(str(exc), time=float(t)) from exc
+        return {"Q": parts["dQ_drift"] + parts["dQ_noise"], "M": parts["dM"], "a": parts["da"]}
+
+    def rhs_terms(self, state, *, batch=1, tol=None, recheck=10, max_nodes=None) -> dict:
+        r"""The ODE right-hand side split into its terms (see :meth:`ode_rhs`).
+
+        Returns ``{"dQ_drift", "dQ_noise", "dM", "da"}``: ``dQ_drift`` is the
+        :math:`O(\delta)` gradient term, ``dQ_noise`` the :math:`O(\delta^2)` SGD-noise term
+        (including the label-noise :math:`\texttt{noise}\,J_2`).  ``state`` is
+        ``{"Q", "M", "a"}`` (``a`` optional, default ``problem.a0``).
+        """
+        from .committee_integrals import FALLBACK_TOL
+
+        if not isinstance(state, dict) or not {"Q", "M"} <= set(state):
+            raise TypeError("`state` must be a dict with 'Q', 'M' (and optionally 'a').")
+        K = self.K
+        Q = np.asarray(state["Q"], dtype=float)
+        M = np.asarray(state["M"], dtype=float)
+        a = np.asarray(self.a0 if state.get("a") is None else state["a"], dtype=float)
+        Q = 0.5 * (Q + Q.T)
+        C = joint_covariance(Q, M, self.G)
+        beta = np.concatenate([a, -self.a_star])
+        ints = _integrals(self, FALLBACK_TOL if tol is None else tol, recheck, max_nodes).compute(
+            C, i4=True, j2=self.noise > 0)
+        D3 = ints["I3"] @ beta  # (K, P): E[sigma'(lambda_i) x_b (f - y*)]
+        dM = -self.delta * a[:, None] * D3[:, K:]
+        T = a[:, None] * D3[:, :K]
+        D4 = np.einsum("ikce,c,e->ik", ints["I4"], beta, beta)
+        if self.noise > 0:
+            D4 = D4 + self.noise * ints["J2"]
+        drift = -self.delta * (T + T.T)
+        noise = (self.delta ** 2 / batch) * np.outer(a, a) * D4
+        if self.train_second_layer:
+            da = -self.delta_a * (ints["I2"][:K] @ beta)
+        else:
+            da = np.zeros(K)
+        return {"dQ_drift": 0.5 * (drift + drift.T), "dQ_noise": 0.5 * (noise + noise.T), "dM": dM, "da": da}
+
+    def ode_check_state(self, state) -> str | None:
+        """Why the state is unusable (divergence, PSD violation), or ``None``."""
+        Q = state["Q"]
+        qmax = float(np.max(np.diag(Q)))
+        if qmax > DIVERGENCE_Q:
+            return (f"the student norms diverged (max Q_ii = {qmax:.3g} > {DIVERGENCE_Q:.0e}): delta = "
+                    f"{self.delta:g} is above the stability limit of this problem; use a smaller `delta`")
+        C = joint_covariance(0.5 * (Q + Q.T), state["M"], self.G)
+        lam = np.linalg.eigvalsh(C)
+        if lam[0] < -STATE_PSD_TOL * max(1.0, lam[-1]):
+            return (f"the overlaps left the PSD cone (smallest eigenvalue of [[Q, M], [M^T, G]] is "
+                    f"{lam[0]:.3g}): integration error")
+        return None
+
+    def ode_escape_observable(self, state) -> np.ndarray:
+        r"""Per student unit :math:`\max_n |M_{in}|/\sqrt{Q_{ii}G_{nn}}` (specialisation), shape (K,)."""
+        Q, M = state["Q"], state["M"]
+        q = np.sqrt(np.clip(np.diag(Q), 1e-300, None))
+        g = np.sqrt(np.clip(np.diag(self.G), 1e-300, None))
+        return np.max(np.abs(M) / (q[:, None] * g[None, :]), axis=1)
+
+    def ode_unit_speed(self, deriv) -> np.ndarray:
+        """Per student unit: the 2-norm of its rows of dQ, dM and of da_i, shape (K,)."""
+        return np.sqrt(np.sum(deriv["Q"] ** 2, axis=1) + np.sum(deriv["M"] ** 2, axis=1) + deriv["a"] ** 2)
+
+    def ode_time_unit(self, **_) -> str:
+        return "alpha = steps / N" if self.conventions == "saad-solla" else "t = steps / d"
+
+    def generalisation_error(self, Q, M, a=None, *, include_noise: bool = False, tol=None) -> np.ndarray:
+        r""":math:`\varepsilon_g = \tfrac12 E[(f(x) - y^*(x))^2]`, vectorised over leading axes.
+
+        .. math::
+
+            \varepsilon_g = \tfrac12 \sum_{ik} a_i a_k I_2(i, k) - \sum_{in} a_i a^*_n I_2(i, n)
+            + \tfrac12 \sum_{nm} a^*_n a^*_m I_2(n, m) \;\Bigl(+ \tfrac12\,\texttt{noise}\Bigr),
+
+        with :math:`I_2` over the fields of covariance :func:`joint_covariance` (THEORY.md §1.8,
+        generalised to any activations).  ``include_noise`` adds the label-noise variance/2
+        (the expected test loss on noisy labels); by default the noiseless error is returned.
+
+        Parameters
+        ----------
+        Q, M : array_like, shapes (..., K, K), (..., K, M)
+        a : array_like (..., K), optional
+            Default ``problem.a0``.
+        include_noise : bool
+            Add ``noise / 2``.
+        tol : float, optional
+            Tolerance of the quadrature route of ``I2`` (non-closed-form activations).
+
+        Returns
+        -------
+        ndarray of shape ``Q.shape[:-2]``
+
+        Examples
+        --------
+        >>> prob = CommitteeProblem("erf", "erf", K=1, M=1)
+        >>> round(float(prob.generalisation_error([[1.0]], [[0.0]])), 12)   # THEORY.md §5.11
+        0.333333333333
+        """
+        from .committee_integrals import FALLBACK_TOL
+
+        Q = np.asarray(Q, dtype=float)
+        M = np.asarray(M, dtype=float)
+        a = np.broadcast_to(self.a0 if a is None else np.asarray(a, dtype=float), Q.shape[:-1])
+        if Q.shape[-2:] != (self.K, self.K) or M.shape[-2:] != (self.K, self.M):
+            raise ValueError(f"`Q`, `M` must end in shapes ({self.K}, {self.K}), ({self.K}, {self.M}); got "
+                             f"{Q.shape}, {M.shape}.")
+        C = joint_covariance(Q, M, self.G)
+        ci = _integrals(self, FALLBACK_TOL if tol is None else tol, 1)
+        I2 = ci.i2_matrix(C)
+        beta = np.concatenate([a, np.broadcast_to(-self.a_star, a.shape[:-1] + (self.M,))], axis=-1)
+        eps = 0.5 * np.einsum("...c,...ce,...e->...", beta, I2, beta)
+        if include_noise:
+            eps = eps + 0.5 * self.noise
+        return eps
+
+
+# ======================================================================================
+# The online-SGD ODE (high-dimensional limit) -- ODE protocol of popdyn.ode
+# ======================================================================================
+#: A run whose largest student norm :math:`Q_{ii}` exceeds this is reported as diverged.
+DIVERGENCE_Q = 1e10
+#: The joint Gram matrix may leave the PSD cone by this much (relative) through the
+#: integration error before the state is rejected.  At convergence to the teacher the
+#: matrix is singular, so a loose solver tolerance (rtol ~ 1e-3) moves its smallest
+#: eigenvalue below zero by ~1e-5; the integrals stay defined there (the closed forms clip,
+#: the quadrature factor treats a negative residual variance as zero).
+STATE_PSD_TOL = 1e-4
+
+
+def joint_covariance(Q, M, G) -> np.ndarray:
+    r"""Covariance of the local fields :math:`(\lambda_1..\lambda_K, \nu_1..\nu_M)`:
+    :math:`C = \begin{pmatrix} Q & M\\ M^\top & G\end{pmatrix}`, vectorised over leading axes."""
+    Q, M, G = (np.asarray(x, dtype=float) for x in (Q, M, G))
+    lead = np.broadcast_shapes(Q.shape[:-2], M.shape[:-2])
+    K, Mn = M.shape[-2], M.shape[-1]
+    C = np.empty(lead + (K + Mn, K + Mn))
+    C[..., :K, :K] = Q
+    C[..., :K, K:] = M
+    C[..., K:, :K] = np.swapaxes(M, -1, -2)
+    C[..., K:, K:] = G
+    return C
+
+
+def _integrals(problem, tol, recheck, max_nodes=None):
+    """Per-problem cache of :class:`CommitteeIntegrals` (the quadrature levels are state)."""
+    from .committee_integrals import CommitteeIntegrals
+
+    cache = problem.__dict__.get("_integrals_cache")
+    if cache is None:
+        cache = {}
+        object.__setattr__(problem, "_integrals_cache", cache)
+    from .committee_integrals import MAX_NODES
+
+    max_nodes = MAX_NODES if max_nodes is None else max_nodes
+    key = (float(tol), int(recheck), int(max_nodes))
+    if key not in cache:
+        cache[key] = CommitteeIntegrals(problem.student, problem.teacher, problem.K, problem.M,
+                                        tol=tol, recheck=recheck, max_nodes=max_nodes)
+    return cache[key]
+
+
+# ======================================================================================
+# trajectories: eps_g, time in steps/d, the classic comparison
+# ======================================================================================
+def eps_g(problem: CommitteeProblem, traj, *, include_noise: bool = False) -> np.ndarray:
+    r"""Generalisation error along a trajectory: shape ``(n_times, n_replicas)``.
+
+    Works for ODE trajectories (``n_replicas = 1``) and simulations (either engine): it
+    evaluates :meth:`CommitteeProblem.generalisation_error` at the recorded ``Q``, ``M``,
+    ``a`` (all times and replicas in one batched call).
+    """
+    if not isinstance(problem, CommitteeProblem):
+        raise TypeError(f"`problem` must be a CommitteeProblem, got {type(problem).__name__}.")
+    for name in ("Q", "M", "a"):
+        if name not in traj.overlaps:
+            raise ValueError(f"`traj` has no overlap {name!r}; it is not a committee trajectory "
+                             f"(overlaps: {sorted(traj.overlaps)}).")
+    return problem.generalisation_error(traj.Q, traj.M, traj.a, include_noise=include_noise)
+
+
+def add_eps_g(problem: CommitteeProblem, traj, *, include_noise: bool = False):
+    """A copy of ``traj`` with the overlap ``"eps_g"`` of shape ``(n_times, n_replicas)``."""
+    ov = dict(traj.overlaps)
+    ov["eps_g"] = eps_g(problem, traj, include_noise=include_noise)
+    meta = dict(traj.meta)
+    meta["eps_g_includes_noise"] = bool(include_noise)
+    return dataclasses.replace(traj, overlaps=ov, meta=meta)
+
+
+def steps_per_d(traj, problem: CommitteeProblem | None = None):
+    r"""A simulation trajectory re-timed from ``t = eta * steps`` to the ODE's ``t = steps/d``.
+
+    Uses ``meta["record_steps"]`` and ``meta["d"]`` written by
+    :func:`popdyn.simulate.simulate`.  The time unit becomes ``"t = steps / d"`` (or
+    ``"alpha = steps / N"`` when ``problem.conventions == "saad-solla"``).
+    """
+    steps = traj.meta.get("record_steps")
+    d = traj.meta.get("d")
+    if steps is None or d is None:
+        raise ValueError("`traj` must be a discrete simulation trajectory (meta needs 'record_steps' and 'd').")
+    unit = "t = steps / d"
+    if problem is not None and problem.conventions == "saad-solla":
+        unit = "alpha = steps / N"
+    t = np.asarray(steps, dtype=float) / float(d)
+    message = f"{traj.message.split(' (t = ')[0]} ({unit.split(' = ')[0]} = {t[-1]:.6g})."
+    if not traj.message.startswith("online SGD completed"):
+        message = traj.message
+    return dataclasses.replace(traj, t=t, time_unit=unit, message=message)
+
+
+def simulate_committee(problem: CommitteeProblem, *, d: int, t_end: float, replicas: int = 8, init=1.0,
+                       batch: int = 1, rng=None, engine: str = "full", record="log", n_record: int = 100,
+                       include_noise: bool = False, **kwargs):
+    r"""Online SGD at dimension ``d`` in the ODE's units: ``eta = delta/d``, time ``t = steps/d``.
+
+    A thin wrapper of :func:`popdyn.simulate.simulate` (either engine) that sets
+    ``eta = problem.eta(d)`` and ``steps = round(t_end * d)``, converts ``record`` times from
+    ``steps/d`` to the engine's unit, re-times the result (:func:`steps_per_d`) and adds
+    ``eps_g`` (:func:`add_eps_g`).  Other keyword arguments go to ``simulate``.
+
+    Examples
+    --------
+    >>> prob = CommitteeProblem("erf", "erf", K=2, M=2, delta=0.5)
+    >>> traj = simulate_committee(prob, d=50, t_end=1.0, replicas=2, init=0.5, rng=0, n_record=3)
+    >>> traj.time_unit, float(traj.t[-1]), traj.eps_g.shape
+    ('t = steps / d', 1.0, (3, 2))
+    """
+    from ..simulate import simulate
+
+    d = check_int("d", d, minimum=1)
+    t_end = check_real("t_end", t_end, lower=0.0, lower_open=True)
+    steps = int(round(t_end * d))
+    if steps < 1:
+        raise ValueError(f"`t_end` = {t_end} is shorter than one step (t = steps/d = {1 / d:g}).")
+    eta = problem.eta(d)
+    if not isinstance(record, str):  # times in steps/d -> whole steps -> the engine's eta * steps
+        record = np.rint(np.asarray(record, dtype=float) * d) * eta
+    traj = simulate(problem, d=d, algorithm="sgd", eta=eta, steps=steps, batch=batch, replicas=replicas,
+                    init=init, rng=rng, engine=engine, record=record, n_record=n_record, **kwargs)
+    return add_eps_g(problem, steps_per_d(traj, problem), include_noise=include_noise)
+
+
+#: The classic plateau comparison (Saad & Solla 1995; Goldt et al. 2019): K = M = 2, erf,
+#: delta = 0.5 (eta = 0.5 in Saad–Solla units), G = I, a = a* = 1 fixed, at d = 500.  The
+#: first layer starts as a real network would, rows of W0 i.i.d. N(0, 0.25/d) (``init =
+#: 0.5``) with seed 2024, giving Q0 ~ 0.25 I and M0 of order 0.5/sqrt(500) ~ 0.02; the ODE
+#: starts from exactly these realised overlaps, so ODE and simulation share the start.
+CLASSIC = {"d": 500, "init": 0.5, "seed": 2024, "t_end": 200.0, "times": (1, 10, 30, 50, 100, 200)}
+
+
+def classic_problem(**overrides) -> CommitteeProblem:
+    """Saad–Solla's classic: ``CommitteeProblem("erf", "erf", K=2, M=2, delta=0.5)``,
+    ``G = I``, ``a = a* = 1`` fixed (``overrides`` are passed to the constructor)."""
+    kw = dict(student="erf", teacher="erf", K=2, M=2, delta=0.5)
+    kw.update(overrides)
+    return CommitteeProblem(**kw)
+
+
+def classic_initial_state(problem: CommitteeProblem | None = None, *, d: int = CLASSIC["d"],
+                          init=CLASSIC["init"], seed: int = CLASSIC["seed"]) -> dict:
+    """The initial overlaps ``{"Q", "M", "a"}`` of a seeded full simulation (see :data:`CLASSIC`).
+
+    Exactly the state :func:`simulate_committee` with the same ``d``, ``init`` and
+    ``rng=seed`` starts from (``popdyn.simulate.initial_state``).
+
+    Examples
+    --------
+    >>> s0 = classic_initial_state()
+    >>> np.round(s0["Q"], 4).tolist(), np.round(s0["M"], 4).tolist()
+    ([[0.2463, -0.0022], [-0.0022, 0.2295]], [[-0.0149, 0.0011], [-0.0159, -0.034]])
+    """
+    from ..simulate import initial_state
+
+    problem = classic_problem() if problem is None else problem
+    return initial_state(problem, d, init=init, rng=seed)[2]
+
+
+def deviation_table(traj_ode, traj_sim, times, *, name: str = "eps_g") -> list:
+    r"""ODE vs simulation of overlap ``name`` at ``times`` (both in the same time unit).
+
+    Returns rows ``{"t", "ode", "sim_mean", "sim_se", "z", "rel_dev"}`` with the replica
+    mean and standard error of the simulation, ``z = (sim_mean - ode)/sim_se`` and
+    ``rel_dev = (sim_mean - ode)/ode``; values are linearly interpolated onto ``times``.
+    """
+    times = np.asarray(times, dtype=float)
+    o = traj_ode.at(times).overlaps[name].reshape(times.size, -1)[:, 0]
+    s = traj_sim.at(times).overlaps[name].reshape(times.size, traj_sim.n_replicas, -1)[:, :, 0]
+    mean = s.mean(axis=1)
+    se = s.std(axis=1, ddof=1) / math.sqrt(s.shape[1]) if s.shape[1] > 1 else np.full(times.size, np.nan)
+    rows = []
+    for i, t in enumerate(times):
+        z = (mean[i] - o[i]) / se[i] if se[i] > 0 else float("nan")
+        rows.append({"t": float(t), "ode": float(o[i]), "sim_mean": float(mean[i]), "sim_se": float(se[i]),
+                     "z": float(z), "rel_dev": float((mean[i] - o[i]) / o[i])})
+    return rows
+
+
+def plot_committee(traj_ode, traj_sim=None, path=None, *, title: str = ""):
+    r""":math:`\varepsilon_g(t)`: the ODE curve, the simulated replicas (thin) and their mean.
+
+    Both trajectories need the overlap ``"eps_g"`` (:func:`add_eps_g`,
+    :func:`simulate_committee`).  Log-log axes; the time axis is labelled with the
+    trajectory's unit.  Saves a PNG when ``path`` is given (matplotlib via
+    :mod:`popdyn.plot`, imported lazily).  Returns the figure.
+    """
+    from ..plot import _plt, save_figure
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    if traj_sim is not None:
+        t = np.where(traj_sim.t > 0, traj_sim.t, np.nan)
+        eps = traj_sim.overlaps["eps_g"]
+        for r in range(eps.shape[1]):
+            ax.plot(t, eps[:, r], color="tab:orange", lw=0.6, alpha=0.35)
+        d = traj_sim.meta.get("d")
+        engine = traj_sim.meta.get("engine", "full")
+        ax.plot(t, eps.mean(axis=1), color="tab:orange", lw=1.8,
+                label=f"simulation mean ({eps.shape[1]} replicas, d = {d}, {engine})")
+    t = np.where(traj_ode.t > 0, traj_ode.t, np.nan)
+    ax.plot(t, traj_ode.overlaps["eps_g"][:, 0], color="k", lw=1.6, label="ODE (d -> infinity)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(traj_ode.time_unit)
+    ax.set_ylabel(r"$\varepsilon_g = \frac{1}{2}E[(f - y^*)^2]$")
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def _register() -> None:
+    from ..simulate import register_stepper
+
+    register_stepper(CommitteeProblem, "popdyn.models.committee_sim:CommitteeFullStepper", engine="full")
+    register_stepper(CommitteeProblem, "popdyn.models.committee_exact:CommitteeExactStepper", engine="exact")
+
+
+_register()
