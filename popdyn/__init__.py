@@ -36,8 +36,12 @@ from .exponents import generative_exponent, information_exponent
 from .fixedpoints import FixedPoint, FixedPointSet, classify, fixed_points, riemannian_hessian
 from .hermite import HermiteSeries, h_values, hermite_coefficients
 from .kernels import KernelValue, PairExpectation, correlation_kernel, correlation_kernel_expr, gaussian_pair_expectation
+from .models.committee import (CommitteeProblem, add_eps_g, classic_initial_state, classic_problem, eps_g,
+                               simulate_committee)
 from .models.multi_index import MultiIndexProblem, gram, index_vectors
 from .models.multi_index_sim import initial_weights
+from .models.single_index import SingleIndexProblem, escape_samples, step_size
+from .models.single_index_sim import first_passage
 from .ode import integrate
 from .simulate import initial_state, register_stepper, simulate
 from .threshold import ThresholdResult, smallest_eigenvalue_curve, threshold
@@ -53,6 +57,8 @@ __all__ = [
     "NumericalError", "Trajectory",
     # models
     "MultiIndexProblem", "gram", "index_vectors",
+    "SingleIndexProblem", "escape_samples", "step_size", "first_passage",
+    "CommitteeProblem", "eps_g", "add_eps_g", "simulate_committee", "classic_problem", "classic_initial_state",
     # verbs
     "integrate", "simulate", "initial_state", "initial_weights", "register_stepper", "compare", "Comparison",
     "fixed_points", "classify", "riemannian_hessian", "FixedPoint", "FixedPointSet",

@@ -61,6 +61,17 @@ BIBTEX = {
   eprint    = {2406.11828},
   archivePrefix = {arXiv}
 }""",
+    "2003.10409": """@article{benarous2021online,
+  title   = {Online stochastic gradient descent on non-convex losses from high-dimensional inference},
+  author  = {Ben Arous, G{\'e}rard and Gheissari, Reza and Jagannath, Aukosh},
+  journal = {Journal of Machine Learning Research},
+  volume  = {22},
+  number  = {106},
+  pages   = {1--51},
+  year    = {2021},
+  eprint  = {2003.10409},
+  archivePrefix = {arXiv}
+}""",
     "2403.05529": """@inproceedings{damian2024generative,
   title     = {Computational-Statistical Gaps in {G}aussian Single-Index Models},
   author    = {Damian, Alex and Pillaud-Vivien, Loucas and Lee, Jason D. and Bruna, Joan},
@@ -79,9 +90,9 @@ COMMAND_PAPERS = {
     "threshold": ["2411.08798"],
     "fixed-points": ["2411.08798"],
     "predict": ["2411.08798"],
-    "simulate": ["2411.08798"],
+    "simulate": ["2411.08798", "2003.10409"],
     "compare": ["2411.08798"],
-    "verify": ["2411.08798"],
+    "verify": ["2411.08798", "2003.10409"],
 }
 
 

@@ -113,6 +113,8 @@ def _problem_from_args(args, *, n_neurons=None):
 
     from .models.multi_index import MultiIndexProblem, gram
 
+    student = args.student or DEFAULT_ACTIVATION["multi-index"]
+    teacher = args.teacher or DEFAULT_ACTIVATION["multi-index"]
     if args.gram in ("orthogonal", "equiangular", "random"):
         G = gram(args.gram, DEFAULT_K if args.k is None else args.k, beta=args.beta, d=getattr(args, "d", None),
                  rng=args.seed)
@@ -127,7 +129,34 @@ def _problem_from_args(args, *, n_neurons=None):
                              "omit --k to take k from the file.")
         G = gram("custom", G.shape[0], G=G)
     n = n_neurons if n_neurons is not None else getattr(args, "neurons", 1)
-    return MultiIndexProblem(args.student, args.teacher, G, n_neurons=n, degree=args.degree)
+    return MultiIndexProblem(student, teacher, G, n_neurons=n, degree=args.degree)
+
+
+MODELS = ("multi-index", "single-index", "committee")
+#: Default activations per model (the committee machine's classic is erf, Saad-Solla's g).
+DEFAULT_ACTIVATION = {"multi-index": "he3", "single-index": "he3", "committee": "erf"}
+
+
+def _model_problem(args):
+    """The problem object for ``--model`` (multi-index by default)."""
+    model = getattr(args, "model", "multi-index")
+    for name in ("student", "teacher"):
+        if getattr(args, name) is None:
+            setattr(args, name, DEFAULT_ACTIVATION[model])
+    if model == "multi-index":
+        return _problem_from_args(args)
+    if model == "single-index":
+        from .models.single_index import SingleIndexProblem
+
+        return SingleIndexProblem(args.student, args.teacher, loss=args.loss, a_star=args.a_star)
+    from .models.committee import CommitteeProblem
+
+    delta = DEFAULT_DELTA if args.delta is None else args.delta
+    if args.eta is not None:
+        raise ValueError("`--eta` does not apply to --model committee: its step is eta = delta/d; use `--delta`.")
+    return CommitteeProblem(args.student, args.teacher, K=args.K, M=args.M, delta=delta,
+                            train_second_layer=args.train_second_layer, noise=args.noise,
+                            conventions=args.conventions)
 
 
 def cmd_threshold(args) -> int:
@@ -193,12 +222,17 @@ def _init(text):
 
 
 def cmd_predict(args) -> int:
+    model = args.model
+    if model == "single-index":
+        return _predict_single_index(args)
+    if model == "committee":
+        return _predict_committee(args)
     import numpy as np
 
     from .ode import integrate
     from .simulate import initial_state
 
-    problem = _problem_from_args(args)
+    problem = _model_problem(args)
     if args.u0 is not None:
         try:
             u0 = np.array([[float(x) for x in row.split(",")] for row in args.u0.split(";")])
@@ -207,22 +241,16 @@ def cmd_predict(args) -> int:
     else:
         _, _, u0 = initial_state(problem, args.d, init=_init(args.init), rng=args.seed)
         u0 = np.asarray(u0).reshape(-1, problem.k)
-    traj = integrate(problem, u0, args.t_end, escape_level=args.escape_level, escape_terminal=False)
+    traj = integrate(problem, u0, 20.0 if args.t_end is None else args.t_end, escape_level=args.escape_level,
+                     escape_terminal=False)
     from .compare import final_directions
 
-    out = {"t_final": float(traj.t[-1]), "time_unit": traj.time_unit, "u0": u0.tolist(),
+    out = {"model": model, "t_final": float(traj.t[-1]), "time_unit": traj.time_unit, "u0": u0.tolist(),
            "u_final": traj.final("u")[0].tolist(), "directions": final_directions(traj.final("u")[0]),
            "status": traj.status, "message": traj.message}
     if args.escape_level is not None:
         out["escape_times"] = np.asarray(traj.events.get("escape", [])).tolist()
-    if args.out:
-        traj.save(args.out)
-        out["saved"] = args.out
-    if args.plot:
-        from .plot import plot_trajectory
-
-        plot_trajectory(traj, "u", args.plot)
-        out["plot"] = args.plot
+    _save_and_plot(args, traj, "u", out)
     if args.json:
         _dump(out)
         return EXIT_OK
@@ -231,21 +259,110 @@ def cmd_predict(args) -> int:
         print(f"  neuron {i + 1}: u0 = {np.round(a, 4).tolist()} -> u = {np.round(b, 4).tolist()}  ({c})")
     if "escape_times" in out:
         print(f"  escape times (max_j |u_j| >= {args.escape_level}): {out['escape_times']}")
+    _print_saved(out)
+    return EXIT_OK
+
+
+def _save_and_plot(args, traj, name, out) -> None:
+    if args.out:
+        traj.save(args.out)
+        out["saved"] = args.out
+    if args.plot:
+        from .plot import plot_trajectory
+
+        plot_trajectory(traj, name, args.plot)
+        out["plot"] = args.plot
+
+
+def _print_saved(out) -> None:
     for key in ("saved", "plot"):
         if key in out:
             print(f"  {key}: {out[key]}")
+
+
+def _predict_single_index(args) -> int:
+    import math
+
+    from .models.single_index import escape_samples
+    from .ode import integrate
+
+    problem = _model_problem(args)
+    eta = _eta(args)
+    m0 = 1.0 / math.sqrt(args.d) if args.init == "uniform" else float(_init(args.init))
+    samples = {method: escape_samples(problem, args.d, eta=eta, batch=args.batch, m0=m0, m_target=args.m_target,
+                                      method=method) for method in ("ode", "quadrature", "leading")}
+    steps = samples["ode"] / args.batch
+    t_end = args.t_end if args.t_end is not None else (eta * steps * 1.5 if math.isfinite(steps) else eta * 1e6)
+    traj = integrate(problem, m0, t_end, eta=eta, d=args.d, batch=args.batch)
+    out = {"model": "single-index", "problem": problem.describe(), "d": args.d, "eta": eta, "batch": args.batch,
+           "m0": m0, "m_target": args.m_target, "escape_samples": samples,
+           "information_exponent": problem.information_exponent, "t_final": float(traj.t[-1]),
+           "time_unit": traj.time_unit, "m_final": float(traj.final("m").ravel()[0]), "message": traj.message}
+    _save_and_plot(args, traj, "m", out)
+    if args.json:
+        _dump(out)
+        return EXIT_OK
+    print(f"single-index online SGD, {problem.describe()['student']} / {problem.describe()['teacher']} "
+          f"({problem.describe()['loss']} loss), IE = {problem.information_exponent}, d = {args.d}, eta = {eta:.6g}, "
+          f"batch = {args.batch}")
+    print(f"samples to go from m0 = {m0:.4g} to m = {args.m_target}:")
+    for method, v in samples.items():
+        print(f"  {method:<11} {v:.6g}")
+    print(f"ODE to t = {out['t_final']:.6g} ({out['time_unit']}): m = {out['m_final']:.6g}")
+    _print_saved(out)
+    return EXIT_OK
+
+
+def _predict_committee(args) -> int:
+    import numpy as np
+
+    from .models.committee import add_eps_g
+    from .ode import integrate
+    from .simulate import initial_state
+
+    problem = _model_problem(args)
+    state0 = initial_state(problem, args.d, init=_init(args.init), rng=args.seed)[2]
+    traj = add_eps_g(problem, integrate(problem, state0, args.t_end or 200.0, batch=args.batch))
+    eg = traj.overlaps["eps_g"][:, 0]
+    out = {"model": "committee", "problem": problem.describe(), "t_final": float(traj.t[-1]),
+           "time_unit": traj.time_unit, "eps_g_initial": float(eg[0]), "eps_g_final": float(eg[-1]),
+           "Q_final": traj.final("Q")[0].tolist(), "M_final": traj.final("M")[0].tolist(), "message": traj.message}
+    _save_and_plot(args, traj, "eps_g", out)
+    if args.json:
+        _dump(out)
+        return EXIT_OK
+    names = problem.overlap_names
+    print(f"committee machine ODE ({problem.student.name} student K = {problem.K}, {problem.teacher.name} teacher "
+          f"M = {problem.M}, delta = {problem.delta}), to t = {out['t_final']:.6g} ({out['time_unit']})")
+    for t in np.unique(np.geomspace(max(traj.t[1], 1e-3), traj.t[-1], 8)):
+        i = int(np.argmin(np.abs(traj.t - t)))
+        print(f"  t = {traj.t[i]:<10.4g} eps_g = {eg[i]:.6g}")
+    print(f"  final {names['Q']} = {np.round(out['Q_final'], 4).tolist()}, {names['M']} = {np.round(out['M_final'], 4).tolist()}")
+    _print_saved(out)
     return EXIT_OK
 
 
 def cmd_simulate(args) -> int:
-    from .simulate import simulate
+    import numpy as np
 
-    problem = _problem_from_args(args)
-    eta = None if args.algorithm == "gf" else _eta(args)
-    traj = simulate(problem, d=args.d, algorithm=args.algorithm, eta=eta, t_end=args.t_end,
-                    batch=None if args.algorithm == "gf" else args.batch,
-                    n_samples=args.n_samples, replicas=args.replicas, init=_init(args.init), rng=args.seed,
-                    checkpoint=args.checkpoint, progress=None if not args.quiet else False)
+    problem = _model_problem(args)
+    progress = None if not args.quiet else False
+    if args.model == "committee":
+        from .models.committee import simulate_committee
+
+        if args.algorithm != "sgd":
+            raise ValueError(f"`--algorithm` must be 'sgd' for --model committee (online SGD); got {args.algorithm!r}.")
+        traj = simulate_committee(problem, d=args.d, t_end=args.t_end, replicas=args.replicas,
+                                  init=_init(args.init), batch=args.batch, rng=args.seed, engine=args.engine,
+                                  checkpoint=args.checkpoint, progress=progress)
+    else:
+        from .simulate import simulate
+
+        eta = None if args.algorithm == "gf" else _eta(args)
+        traj = simulate(problem, d=args.d, algorithm=args.algorithm, eta=eta, t_end=args.t_end,
+                        batch=None if args.algorithm == "gf" else args.batch,
+                        n_samples=args.n_samples, replicas=args.replicas, init=_init(args.init), rng=args.seed,
+                        checkpoint=args.checkpoint, progress=progress, engine=args.engine)
     out = traj.summary()
     if args.out:
         traj.save(args.out)
@@ -253,11 +370,10 @@ def cmd_simulate(args) -> int:
     if args.json:
         _dump(out)
         return EXIT_OK
-    print(f"{args.algorithm} in d = {args.d}, {traj.n_replicas} replicas, to t = {traj.t[-1]:.6g} ({traj.time_unit})")
-    import numpy as np
-
-    for i, row in enumerate(np.asarray(out["final_mean"]["u"])):
-        print(f"  neuron {i + 1}: mean u = {np.round(row, 4).tolist()}")
+    print(f"{args.model}: {traj.message} d = {args.d}, {traj.n_replicas} replicas, engine {args.engine}, "
+          f"t = {traj.t[-1]:.6g} ({traj.time_unit})")
+    for name, val in out["final_mean"].items():
+        print(f"  mean {name} = {np.round(np.asarray(val), 5).tolist()}")
     if "saved" in out:
         print(f"  saved: {out['saved']}")
     return EXIT_OK
@@ -385,10 +501,25 @@ def _pos_float(text: str) -> float:
     return v
 
 
+def _add_model_args(p) -> None:
+    g = p.add_argument_group("other models (--model single-index | committee)")
+    g.add_argument("--model", choices=MODELS, default="multi-index",
+                   help="multi-index (default; arXiv 2411.08798), single-index online SGD (BAGJ 2021), or committee "
+                        "(two-layer squared loss, Saad-Solla)")
+    g.add_argument("--loss", choices=["correlation", "squared"], default="correlation", help="single-index loss")
+    g.add_argument("--a-star", type=float, default=1.0, help="single-index teacher scale a*")
+    g.add_argument("--K", type=_pos_int, default=2, help="committee: student hidden units (default 2)")
+    g.add_argument("--M", type=_pos_int, default=2, help="committee: teacher hidden units (default 2)")
+    g.add_argument("--train-second-layer", action="store_true", help="committee: train the second layer")
+    g.add_argument("--noise", type=float, default=0.0, help="committee: label-noise variance")
+    g.add_argument("--conventions", choices=["popdyn", "saad-solla"], default="popdyn",
+                   help="committee: naming/scaling of order parameters and time")
+
+
 def _add_problem_args(p, *, neurons: bool = True, student="he3", teacher="he3", n=4) -> None:
     g = p.add_argument_group("model (multi-index teacher, spherical student, correlation loss)")
-    g.add_argument("--student", default=student, help=f"student activation spec (default {student})")
-    g.add_argument("--teacher", default=teacher, help=f"teacher activation spec (default {teacher})")
+    g.add_argument("--student", default=None, help=f"student activation spec (default {student}; erf for the committee)")
+    g.add_argument("--teacher", default=None, help=f"teacher activation spec (default {teacher}; erf for the committee)")
     g.add_argument("--k", type=_pos_int, default=None,
                    help=f"number of index vectors (default {DEFAULT_K}, or the size of the --gram file)")
     g.add_argument("--gram", default="orthogonal",
@@ -445,13 +576,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_loss)
 
-    p = sub.add_parser("predict", help="integrate the overlap ODE (gradient flow) from u0")
+    p = sub.add_parser("predict", help="integrate the overlap ODE; for single-index also the predicted escape "
+                                       "sample counts")
     _add_problem_args(p)
+    _add_model_args(p)
+    p.add_argument("--eta", type=_pos_float, default=None, help="single-index: step size (overrides --delta)")
+    p.add_argument("--delta", type=_pos_float, default=None, help="single-index / committee: eta = delta/d (default 0.5)")
+    p.add_argument("--batch", type=_pos_int, default=1, help="single-index / committee: minibatch size (default 1)")
+    p.add_argument("--m-target", type=float, default=0.5, help="single-index: alignment to reach (default 0.5)")
     p.add_argument("--u0", default=None, help="initial overlaps, rows 'u11,u12,...;u21,...' (default: drawn as in a "
                                               "simulation in dimension --d with --init and --seed)")
     p.add_argument("--d", type=_pos_int, default=500, help="dimension used to draw u0 (default 500)")
-    p.add_argument("--init", default="uniform", help="'uniform' (Haar on the sphere) or a warm-start scale m0")
-    p.add_argument("--t-end", type=_pos_float, default=20.0, help="final gradient-flow time (default 20)")
+    p.add_argument("--init", default="uniform", help="'uniform' (Haar on the sphere) or a warm-start scale m0 "
+                                                     "(single-index: the initial alignment; committee: weight scale)")
+    p.add_argument("--t-end", type=_pos_float, default=None,
+                   help="final time (default: 20 multi-index; past the predicted escape single-index; 200 committee)")
     p.add_argument("--escape-level", type=_pos_float, default=None, help="record when max_j |u_j| first reaches it")
     p.add_argument("--out", default=None, help="save the trajectory (.npz)")
     p.add_argument("--plot", default=None, help="save a PNG of u(t)")
@@ -462,6 +601,8 @@ def build_parser() -> argparse.ArgumentParser:
                            ("compare", "ODE prediction vs finite-d simulation from the same start, with a plot")):
         p = sub.add_parser(name, help=helptext)
         _add_problem_args(p)
+        if name == "simulate":
+            _add_model_args(p)
         g = p.add_argument_group("simulation")
         g.add_argument("--d", type=_pos_int, default=500, help="dimension (default 500)")
         g.add_argument("--algorithm", choices=["sgd", "gd", "gf"], default="sgd",
@@ -479,6 +620,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "simulate":
             g.add_argument("--out", default=None, help="save the trajectory (.npz)")
             g.add_argument("--checkpoint", default=None, help="checkpoint file: saved as the run goes, resumed if present")
+            g.add_argument("--engine", choices=["full", "exact"], default="full",
+                           help="full: materialise x in d dimensions; exact: draw only its projections from their "
+                                "exact joint law (cost independent of d; single-index and committee)")
             p.set_defaults(func=cmd_simulate)
         else:
             g.add_argument("--plot", default="popdyn_compare.png", help="PNG path (default popdyn_compare.png; "

@@ -213,6 +213,8 @@ class SimulationConfig:
         init = self.init
         if isinstance(init, numbers.Real) and not isinstance(init, bool):
             init = float(init)
+        elif isinstance(init, dict):
+            init = {str(k): np.asarray(v, dtype=float).tolist() for k, v in init.items()}
         elif not isinstance(init, str):
             init = np.asarray(init, dtype=float).tolist()
         out = {"d": self.d, "algorithm": self.algorithm, "eta": self.eta, "batch": self.batch,

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 
 def _papers():
+    from .bagj2021 import CLAIMS as bagj
     from .simsek2025 import CLAIMS as simsek
 
-    return {"2411.08798": simsek}
+    return {"2411.08798": simsek, "2003.10409": bagj}
 
 
 def __getattr__(name):
