@@ -402,8 +402,6 @@ def _hermite_activation(name: str, coeffs_exact, description: str = "") -> Activ
 
 
 def _he_k(k: int) -> Activation:
-    from fractions import Fraction  # noqa: F401  (exact unit coefficient without sympy)
-
     exact = tuple([0] * k + [1])
     return _hermite_activation(f"he{k}", exact, description=f"h_{k} = He_{k}/sqrt({k}!) (normalised Hermite)")
 

@@ -72,7 +72,7 @@ def cmd_hermite(args) -> int:
         _dump(out)
         return EXIT_OK
     print(f"activation  {act.name}   ({act.description})")
-    print(f"basis       h_k = He_k/sqrt(k!), c_k = E[f(z) h_k(z)]")
+    print("basis       h_k = He_k/sqrt(k!), c_k = E[f(z) h_k(z)]")
     print(f"{'k':>3}  {'c_k':>22}")
     for k, c in enumerate(series.coefficients):
         print(f"{k:>3}  {c:>22.15g}")

@@ -12,13 +12,7 @@ __all__ = ["plot_comparison", "plot_trajectory", "plot_eigenvalue_curve", "save_
 
 
 def _plt():
-    import matplotlib
-
-    if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
-        try:
-            import matplotlib.pyplot as plt  # noqa: F401
-        except ImportError:  # pragma: no cover
-            matplotlib.use("Agg")
+    """pyplot, imported on first use (the rest of popdyn never imports matplotlib)."""
     import matplotlib.pyplot as plt
 
     return plt

@@ -77,6 +77,7 @@ Examples
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import math
 
 import numpy as np
@@ -134,6 +135,38 @@ def check_overlaps(Q, M, G, *, name_Q: str = "Q", name_M: str = "M", name_G: str
             f"eigenvalue {lam[0]:.6g}."
         )
     return 0.5 * (Q + Q.T), M, 0.5 * (G + G.T)
+
+
+#: Documented forms of ``init``.
+INIT_CHOICES = ("a float scale s > 0 (rows iid N(0, s^2/d I))", "'uniform' (rows uniform on the unit sphere)",
+                "a dict {'Q': Q0, 'M': M0[, 'a': a0]}")
+
+
+def parse_init(init, problem: "CommitteeProblem"):
+    """Validate a simulation ``init``: ``("scale", s)``, ``("uniform", None)`` or ``("state", (Q0, M0, a0))``.
+
+    Shared by the full and the exact simulators so that both accept the same forms.
+    """
+    if isinstance(init, str):
+        if init == "uniform":
+            return "uniform", None
+        raise ValueError(f"`init` must be one of {', '.join(INIT_CHOICES)}; got {init!r}.")
+    if isinstance(init, bool):
+        raise TypeError(f"`init` must be one of {', '.join(INIT_CHOICES)}; got {init!r}.")
+    if isinstance(init, numbers.Real):
+        return "scale", check_real("init", init, lower=0.0, lower_open=True)
+    if isinstance(init, dict):
+        extra = set(init) - {"Q", "M", "a"}
+        if extra or not {"Q", "M"} <= set(init):
+            raise ValueError(f"`init` as a dict needs the keys 'Q' and 'M' (and optionally 'a'); got keys "
+                             f"{sorted(map(str, init))}.")
+        Q0, M0, _ = check_overlaps(init["Q"], init["M"], problem.G, name_Q="init['Q']", name_M="init['M']")
+        if Q0.shape != (problem.K, problem.K):
+            raise ValueError(f"`init['Q']` must have shape (K, K) = ({problem.K}, {problem.K}), got {Q0.shape}.")
+        a0 = problem.a0 if init.get("a") is None else check_finite_array("init['a']", init["a"], ndim=1,
+                                                                          shape=(problem.K,))
+        return "state", (Q0, M0, np.array(a0, dtype=float))
+    raise TypeError(f"`init` must be one of {', '.join(INIT_CHOICES)}; got {type(init).__name__}.")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -482,7 +482,7 @@ def _triangular_factor(C: np.ndarray) -> np.ndarray:
     zero diagonal entry, i.e. it is a combination of the previous fields and opens no new
     integration level.  Off-diagonal entries below the same threshold are set to zero.
     """
-    B, n = C.shape[0], C.shape[-1]
+    n = C.shape[-1]
     scale = np.sqrt(np.max(np.diagonal(C, axis1=-2, axis2=-1), axis=-1))
     thr = ZERO_REL * scale
     L = np.zeros_like(C)

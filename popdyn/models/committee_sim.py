@@ -81,39 +81,14 @@ import numbers
 import numpy as np
 
 from .._random import as_generator
-from .._validation import check_finite_array, check_int, check_real
+from .._validation import check_finite_array, check_int
 from ..errors import NumericalError
-from .committee import PSD_TOL, CommitteeProblem, check_overlaps
+from .committee import INIT_CHOICES, PSD_TOL, CommitteeProblem, check_overlaps
+from .committee import parse_init as _parse_init
 from .multi_index_sim import fast_evaluator
 
 __all__ = ["CommitteeFullStepper", "realise_overlaps", "teacher_vectors", "initial_state", "INIT_CHOICES"]
 
-#: Documented forms of ``init``.
-INIT_CHOICES = ("a float scale s > 0 (rows iid N(0, s^2/d I))", "'uniform' (rows uniform on the unit sphere)",
-                "a dict {'Q': Q0, 'M': M0[, 'a': a0]}")
-
-
-def _parse_init(init, problem: CommitteeProblem):
-    if isinstance(init, str):
-        if init == "uniform":
-            return "uniform", None
-        raise ValueError(f"`init` must be one of {', '.join(INIT_CHOICES)}; got {init!r}.")
-    if isinstance(init, bool):
-        raise TypeError(f"`init` must be one of {', '.join(INIT_CHOICES)}; got {init!r}.")
-    if isinstance(init, numbers.Real):
-        return "scale", check_real("init", init, lower=0.0, lower_open=True)
-    if isinstance(init, dict):
-        extra = set(init) - {"Q", "M", "a"}
-        if extra or not {"Q", "M"} <= set(init):
-            raise ValueError(f"`init` as a dict needs the keys 'Q' and 'M' (and optionally 'a'); got keys "
-                             f"{sorted(map(str, init))}.")
-        Q0, M0, _ = check_overlaps(init["Q"], init["M"], problem.G, name_Q="init['Q']", name_M="init['M']")
-        if Q0.shape != (problem.K, problem.K):
-            raise ValueError(f"`init['Q']` must have shape (K, K) = ({problem.K}, {problem.K}), got {Q0.shape}.")
-        a0 = problem.a0 if init.get("a") is None else check_finite_array("init['a']", init["a"], ndim=1,
-                                                                          shape=(problem.K,))
-        return "state", (Q0, M0, np.array(a0, dtype=float))
-    raise TypeError(f"`init` must be one of {', '.join(INIT_CHOICES)}; got {type(init).__name__}.")
 
 
 def _describe_init(init):

@@ -709,7 +709,7 @@ class MultiIndexProblem:
         lead = u.shape[:-1]
         U = u.reshape(-1, self.k)
         rule = self._noise_rule(nodes)
-        x, w = rule["x"], rule["w"]
+        x = rule["x"]
         n, ni = x.size, max(rule["n_inner"], 1)
         J, L, P = rule["J"], rule["L"], rule["J"].size
         per_row = self.k * n * ni + P * (3 * n * n + n * ni)
