@@ -41,6 +41,7 @@ from .models.committee import (CommitteeProblem, add_eps_g, classic_initial_stat
 from .models.multi_index import MultiIndexProblem, gram, index_vectors
 from .models.multi_index_sim import initial_weights
 from .models.single_index import SingleIndexProblem, escape_samples, step_size
+from .models.spiked import SpikedProblem, effective_dimension, escape_time_grid, kappa_critical, min_unlabeled
 from .models.single_index_sim import first_passage
 from .ode import integrate
 from .simulate import initial_state, register_stepper, simulate
@@ -58,6 +59,7 @@ __all__ = [
     # models
     "MultiIndexProblem", "gram", "index_vectors",
     "SingleIndexProblem", "escape_samples", "step_size", "first_passage",
+    "SpikedProblem", "effective_dimension", "escape_time_grid", "kappa_critical", "min_unlabeled",
     "CommitteeProblem", "eps_g", "add_eps_g", "simulate_committee", "classic_problem", "classic_initial_state",
     # verbs
     "integrate", "simulate", "initial_state", "initial_weights", "register_stepper", "compare", "Comparison",

@@ -111,7 +111,7 @@ def test_cite_all():
     assert "eprint    = {2411.08798}" in bib and "eprint    = {2403.05529}" in bib
 
 
-@pytest.mark.parametrize("command, eprints", [("compare", ["2411.08798"]), ("verify", ["2411.08798", "2003.10409"]),
+@pytest.mark.parametrize("command, eprints", [("compare", ["2411.08798"]), ("verify", ["2411.08798", "2003.10409", "2309.03843"]),
                                               ("activations", [])])
 def test_cite_before_command(command, eprints):
     bib = ok_text("--cite", command)
