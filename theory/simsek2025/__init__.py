@@ -73,7 +73,9 @@ def coupon_probability(k: int, n: int, q: float) -> float:
 
 
 def _directions_by_ode(problem, u0, t_end):
-    traj = integrate(problem, u0, t_end, n_times=50, rtol=1e-9, atol=1e-11)
+    # every neuron has converged long before t_end (escape from |u| ~ 0.05 takes t ~ 50 for
+    # h4); rtol 1e-8 keeps the sphere constraint to 1e-6 while the runs stay cheap
+    traj = integrate(problem, u0, t_end, n_times=50, rtol=1e-8, atol=1e-10)
     return final_directions(traj.final("u")[0], level=FOUND_LEVEL)
 
 
@@ -134,16 +136,16 @@ def claim_beta_c(quick: bool, rng):
 
 def claim_coupon_collector(quick: bool, rng):
     k = 5
-    trials = 120 if quick else 400
+    trials = 300 if quick else 1000
     ns = (5, 10, 20) if quick else (5, 10, 20, 30)
     d = 60
     rows = []
-    for p in ((4,) if quick else (3, 4)):
+    for p in (3, 4):
         q = 1.0 if p % 2 == 0 else 1 - 2.0 ** (-k)
         n_max = max(ns)
         problem = MultiIndexProblem(f"he{p}", f"he{p}", gram("orthogonal", k), n_neurons=trials * n_max)
         _, _, u0 = initial_state(problem, d, init="uniform", rng=int(rng.integers(2**31)))
-        dirs = np.array(_directions_by_ode(problem, np.asarray(u0), 5000.0 if p == 4 else 500.0)).reshape(trials, n_max)
+        dirs = np.array(_directions_by_ode(problem, np.asarray(u0), 500.0)).reshape(trials, n_max)
         for n in ns:
             found = [len({x.lstrip("+-") for x in row[:n] if x != "none"}) == k for row in dirs]
             freq = float(np.mean(found))
