@@ -11,6 +11,7 @@ from collections.abc import Iterable
 import numpy as np
 
 __all__ = [
+    "check_init_scalar",
     "check_int",
     "check_real",
     "check_choice",
@@ -80,3 +81,24 @@ def check_finite_array(name: str, value, *, ndim: int | None = None, shape=None)
         bad = np.argwhere(~np.isfinite(arr))[0]
         raise ValueError(f"`{name}` must be finite; entry {tuple(int(i) for i in bad)} is {arr[tuple(bad)]}.")
     return arr
+
+
+def check_init_scalar(init, choices, *, name: str = "init", lower: float = 0.0, upper: float | None = None,
+                      open_bounds: bool = True):
+    """Common part of the simulators' ``init`` parsing.
+
+    Returns ``("uniform", None)`` for the string ``"uniform"``, ``("scalar", x)`` for a real
+    number in the given interval, and ``None`` for anything else (the caller handles its
+    model-specific forms).  Other strings and booleans raise, listing ``choices``.
+    """
+    valid = ", ".join(choices)
+    if isinstance(init, str):
+        if init == "uniform":
+            return "uniform", None
+        raise ValueError(f"`{name}` must be one of {valid}; got {init!r}.")
+    if isinstance(init, (bool, np.bool_)):
+        raise TypeError(f"`{name}` must be one of {valid}; got {init!r}.")
+    if isinstance(init, numbers.Real):
+        return "scalar", check_real(name, init, lower=lower, upper=upper, lower_open=open_bounds,
+                                    upper_open=open_bounds and upper is not None)
+    return None

@@ -77,12 +77,11 @@ Examples
 from __future__ import annotations
 
 import dataclasses
-import numbers
 import math
 
 import numpy as np
 
-from .._validation import check_choice, check_finite_array, check_int, check_real
+from .._validation import check_choice, check_finite_array, check_init_scalar, check_int, check_real
 from ..activations import Activation, get_activation
 
 __all__ = [
@@ -147,14 +146,9 @@ def parse_init(init, problem: "CommitteeProblem"):
 
     Shared by the full and the exact simulators so that both accept the same forms.
     """
-    if isinstance(init, str):
-        if init == "uniform":
-            return "uniform", None
-        raise ValueError(f"`init` must be one of {', '.join(INIT_CHOICES)}; got {init!r}.")
-    if isinstance(init, bool):
-        raise TypeError(f"`init` must be one of {', '.join(INIT_CHOICES)}; got {init!r}.")
-    if isinstance(init, numbers.Real):
-        return "scale", check_real("init", init, lower=0.0, lower_open=True)
+    head = check_init_scalar(init, INIT_CHOICES)
+    if head is not None:
+        return ("scale", head[1]) if head[0] == "scalar" else head
     if isinstance(init, dict):
         extra = set(init) - {"Q", "M", "a"}
         if extra or not {"Q", "M"} <= set(init):

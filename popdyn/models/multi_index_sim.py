@@ -76,7 +76,7 @@ import warnings
 import numpy as np
 
 from .._random import as_generator
-from .._validation import check_finite_array, check_int, check_real
+from .._validation import check_finite_array, check_init_scalar, check_int
 from ..errors import NumericalError
 from .multi_index import PSD_TOL, MultiIndexProblem, index_vectors
 
@@ -139,14 +139,9 @@ def fast_evaluator(act, *, derivative: bool = False):
 
 def _parse_init(init, k: int, n_neurons: int):
     """Return ``("uniform", None)``, ``("m0", float)`` or ``("u0", array (N, k))``."""
-    if isinstance(init, str):
-        if init == "uniform":
-            return "uniform", None
-        raise ValueError(f"`init` must be one of {', '.join(INIT_CHOICES)}; got {init!r}.")
-    if isinstance(init, bool):
-        raise TypeError(f"`init` must be one of {', '.join(INIT_CHOICES)}; got {init!r}.")
-    if isinstance(init, numbers.Real):
-        return "m0", check_real("init", init, lower=0.0, lower_open=True)
+    head = check_init_scalar(init, INIT_CHOICES)
+    if head is not None:
+        return ("m0", head[1]) if head[0] == "scalar" else head
     u0 = check_finite_array("init", init)
     if u0.shape == (k,):
         u0 = np.broadcast_to(u0, (n_neurons, k)).copy()

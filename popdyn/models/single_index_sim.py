@@ -71,11 +71,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 
 import numpy as np
 
-from .._validation import check_choice, check_int, check_real
+from .._validation import check_choice, check_init_scalar, check_int, check_real
 from ..errors import NumericalError
 from .multi_index_sim import fast_evaluator
 from .single_index import SingleIndexProblem
@@ -94,13 +93,10 @@ _MAX_BLOCK_STEPS = 1024
 
 def _parse_init(init):
     """``("uniform", None)`` or ``("m0", float)``."""
-    if isinstance(init, str):
-        if init == "uniform":
-            return "uniform", None
-        raise ValueError(f"`init` must be one of {', '.join(INIT_CHOICES)}; got {init!r}.")
-    if isinstance(init, bool) or not isinstance(init, numbers.Real):
+    head = check_init_scalar(init, INIT_CHOICES, lower=-1.0, upper=1.0, open_bounds=False)
+    if head is None:
         raise TypeError(f"`init` must be one of {', '.join(INIT_CHOICES)}; got {init!r}.")
-    return "m0", check_real("init", init, lower=-1.0, upper=1.0)
+    return ("m0", head[1]) if head[0] == "scalar" else head
 
 
 def _unit_rows(A):

@@ -103,12 +103,11 @@ under Structured Data", NeurIPS 2023 (arXiv 2309.03843); THEORY.md §2.3.
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 
 import numpy as np
 
-from .._validation import check_int, check_real
+from .._validation import check_init_scalar, check_int, check_real
 from ..errors import NumericalError
 from .multi_index_sim import fast_evaluator
 from .spiked import SpikedProblem, min_unlabeled
@@ -175,13 +174,10 @@ def spiked_directions(d, align, rng):
 
 
 def _parse_init(init):
-    if isinstance(init, str):
-        if init == "uniform":
-            return "uniform", None
-        raise ValueError(f"`init` must be one of {', '.join(INIT_CHOICES)}; got {init!r}.")
-    if isinstance(init, bool) or not isinstance(init, numbers.Real):
+    head = check_init_scalar(init, INIT_CHOICES, lower=-1.0, upper=1.0, open_bounds=True)
+    if head is None:
         raise TypeError(f"`init` must be one of {', '.join(INIT_CHOICES)}; got {init!r}.")
-    return "m0", check_real("init", init, lower=-1.0, upper=1.0, lower_open=True, upper_open=True)
+    return ("m0", head[1]) if head[0] == "scalar" else head
 
 
 def _check_problem(problem):
