@@ -31,10 +31,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"popdyn: error: {message}\n")
 
 
+def _finite_or_null(obj):
+    """Strict JSON: non-finite floats (an escape time that never happens, ...) become null."""
+    if isinstance(obj, float):
+        return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_null(v) for v in obj]
+    return obj
+
+
 def _dump(obj) -> None:
     from ._io import _json_default
 
-    json.dump(obj, sys.stdout, indent=2, default=_json_default)
+    text = json.dumps(obj, default=_json_default)  # numpy -> python first
+    json.dump(_finite_or_null(json.loads(text)), sys.stdout, indent=2, allow_nan=False)
     sys.stdout.write("\n")
 
 
@@ -113,8 +125,8 @@ def _problem_from_args(args, *, n_neurons=None):
 
     from .models.multi_index import MultiIndexProblem, gram
 
-    student = args.student or DEFAULT_ACTIVATION["multi-index"]
-    teacher = args.teacher or DEFAULT_ACTIVATION["multi-index"]
+    student = args.student or DEFAULT_ACTIVATION["multi-index"][0]
+    teacher = args.teacher or DEFAULT_ACTIVATION["multi-index"][1]
     if args.gram in ("orthogonal", "equiangular", "random"):
         G = gram(args.gram, DEFAULT_K if args.k is None else args.k, beta=args.beta, d=getattr(args, "d", None),
                  rng=args.seed)
@@ -132,23 +144,54 @@ def _problem_from_args(args, *, n_neurons=None):
     return MultiIndexProblem(student, teacher, G, n_neurons=n, degree=args.degree)
 
 
-MODELS = ("multi-index", "single-index", "committee")
-#: Default activations per model (the committee machine's classic is erf, Saad-Solla's g).
-DEFAULT_ACTIVATION = {"multi-index": "he3", "single-index": "he3", "committee": "erf"}
+MODELS = ("multi-index", "single-index", "committee", "spiked")
+#: Default activations per model (the committee machine's classic is erf, Saad-Solla's g;
+#: the spiked-covariance example of arXiv 2309.03843 is a ReLU neuron and an h4 target).
+DEFAULT_ACTIVATION = {"multi-index": ("he3", "he3"), "single-index": ("he3", "he3"), "committee": ("erf", "erf"),
+                      "spiked": ("relu", "he4")}
+
+
+def _parse_covariance(text: str) -> dict:
+    """``spiked:kappa=K,align=A`` -> ``{"kappa": K, "align": A}``."""
+    if not text.startswith("spiked:"):
+        raise ValueError(f"`--covariance` must look like 'spiked:kappa=K,align=A', got {text!r} "
+                         "(a covariance file is not supported by the command line yet; use "
+                         "popdyn.models.spiked.dense_population_flow from Python).")
+    out = {}
+    for part in text[len("spiked:"):].split(","):
+        key, _, val = part.partition("=")
+        key = key.strip()
+        if key not in ("kappa", "align") or not val:
+            raise ValueError(f"`--covariance` takes the keys kappa and align, e.g. spiked:kappa=50,align=1; "
+                             f"could not read {part!r}.")
+        try:
+            out[key] = float(val)
+        except ValueError:
+            raise ValueError(f"`--covariance` {key} must be a number, got {val!r}.") from None
+    missing = {"kappa", "align"} - set(out)
+    if missing:
+        raise ValueError(f"`--covariance` is missing {sorted(missing)}; e.g. spiked:kappa=50,align=1.")
+    return out
 
 
 def _model_problem(args):
     """The problem object for ``--model`` (multi-index by default)."""
     model = getattr(args, "model", "multi-index")
-    for name in ("student", "teacher"):
+    for name, default in zip(("student", "teacher"), DEFAULT_ACTIVATION[model]):
         if getattr(args, name) is None:
-            setattr(args, name, DEFAULT_ACTIVATION[model])
+            setattr(args, name, default)
     if model == "multi-index":
         return _problem_from_args(args)
     if model == "single-index":
         from .models.single_index import SingleIndexProblem
 
         return SingleIndexProblem(args.student, args.teacher, loss=args.loss, a_star=args.a_star)
+    if model == "spiked":
+        from .models.spiked import SpikedProblem
+
+        cov = _parse_covariance(args.covariance)
+        return SpikedProblem(args.student, args.teacher, kappa=cov["kappa"], align=cov["align"], flow=args.flow,
+                             d=args.d, n_unlabeled=args.n_unlabeled, a_star=args.a_star)
     from .models.committee import CommitteeProblem
 
     delta = DEFAULT_DELTA if args.delta is None else args.delta
@@ -227,6 +270,8 @@ def cmd_predict(args) -> int:
         return _predict_single_index(args)
     if model == "committee":
         return _predict_committee(args)
+    if model == "spiked":
+        return _predict_spiked(args)
     import numpy as np
 
     from .ode import integrate
@@ -310,6 +355,33 @@ def _predict_single_index(args) -> int:
         print(f"  {method:<11} {v:.6g}")
     print(f"ODE to t = {out['t_final']:.6g} ({out['time_unit']}): m = {out['m_final']:.6g}")
     _print_saved(out)
+    return EXIT_OK
+
+
+def _predict_spiked(args) -> int:
+    import math
+
+    import numpy as np
+
+    problem = _model_problem(args)
+    m0 = None if args.init == "uniform" else float(_init(args.init))
+    state0 = problem.initial_state(args.d, m0=m0)
+    t_escape = problem.escape_time(state0, level=args.m_target)
+    t_end = args.t_end if args.t_end is not None else (2.0 * t_escape if math.isfinite(t_escape) else 1e4)
+    traj = problem.integrate(state0, t_end)
+    final = problem.overlaps({k: traj.final(k)[0] for k in problem.ode_state_names})
+    out = {"model": "spiked", "problem": problem.describe(), "d": args.d,
+           "effective_dimension": float(problem.effective_dimension(args.d)),
+           "m_sigma_initial": float(np.asarray(problem.overlaps(state0)["m"]).ravel()[0]),
+           "escape_time": t_escape, "level": args.m_target, "t_final": float(traj.t[-1]), "time_unit": traj.time_unit,
+           "final": {k: float(np.asarray(v).ravel()[0]) for k, v in final.items()}, "message": traj.message}
+    if args.json:
+        _dump(out)
+        return EXIT_OK
+    print(f"spiked covariance (kappa = {problem.kappa:g}, align = {problem.align:g}), {args.flow} flow, "
+          f"{problem.student.name} neuron / {problem.teacher.name} target, d = {args.d}, d_eff = {out['effective_dimension']:.6g}")
+    print(f"  m_Sigma(0) = {out['m_sigma_initial']:.6g}; time for |m_Sigma| to reach {args.m_target}: {t_escape:.6g}" + ("  (stalls)" if not math.isfinite(t_escape) else ""))
+    print(f"  at t = {out['t_final']:.6g}: " + ", ".join(f"{k} = {v:.6g}" for k, v in out["final"].items()))
     return EXIT_OK
 
 
@@ -514,6 +586,13 @@ def _add_model_args(p) -> None:
     g.add_argument("--noise", type=float, default=0.0, help="committee: label-noise variance")
     g.add_argument("--conventions", choices=["popdyn", "saad-solla"], default="popdyn",
                    help="committee: naming/scaling of order parameters and time")
+    g.add_argument("--covariance", default="spiked:kappa=0,align=1",
+                   help="spiked: data covariance as spiked:kappa=K,align=A (Sigma = (I + K theta theta^T)/(1+K), "
+                        "A = cos(theta, target))")
+    g.add_argument("--flow", choices=["spherical", "normalized", "preconditioned"], default="normalized",
+                   help="spiked: spherical, covariance-normalised (default) or preconditioned flow")
+    g.add_argument("--n-unlabeled", type=_pos_int, default=None,
+                   help="spiked, preconditioned: unlabelled samples for the empirical covariance (default: exact Sigma)")
 
 
 def _add_problem_args(p, *, neurons: bool = True, student="he3", teacher="he3", n=4) -> None:

@@ -489,3 +489,22 @@ def test_usage_errors_in_process(argv, fragment, capsys, tmp_path, monkeypatch):
     err = main_usage_error(argv, capsys)
     assert fragment in err
     assert list(tmp_path.iterdir()) == []
+
+
+# -- spiked covariance (arXiv 2309.03843) through the CLI --------------------------------------
+def test_predict_spiked_stall_and_escape():
+    # THEORY §5.16: at kappa = 50 < kappa_crit(d = 1000) = 165.5 the spherical flow stalls, the
+    # normalized flow escapes
+    base = ("predict", "--model", "spiked", "--covariance", "spiked:kappa=50,align=1", "--d", "1000", "--a-star", "-1")
+    sph = ok_json(*base, "--flow", "spherical")
+    nor = ok_json(*base, "--flow", "normalized")
+    assert sph["escape_time"] is None  # never: strict JSON null, not Infinity
+    assert 0 < nor["escape_time"] < 10
+    # d_eff = tr(Sigma) u^T Sigma u / u^T Sigma^2 u for u = theta: (d + kappa)/(1 + kappa)
+    assert nor["effective_dimension"] == pytest.approx((1000 + 50) / 51, rel=1e-12)
+
+
+@pytest.mark.parametrize("cov", ["foo.txt", "spiked:kappa=1", "spiked:kappa=x,align=1", "spiked:kappa=-1,align=1",
+                                 "spiked:kappa=1,align=2"])
+def test_predict_spiked_bad_covariance(cov):
+    usage_error("predict", "--model", "spiked", "--covariance", cov)
