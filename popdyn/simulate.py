@@ -89,6 +89,8 @@ from .errors import NumericalError
 from .trajectory import Trajectory
 
 __all__ = [
+    "epoch_state",
+    "next_minibatch",
     "simulate",
     "initial_state",
     "make_stepper",
@@ -223,6 +225,32 @@ class SimulationConfig:
         if self.algorithm == "gf":
             out.update(rtol=self.rtol, atol=self.atol)
         return out
+
+
+# --------------------------------------------------------------------------------------
+# minibatch GD on a fixed dataset (shared by the steppers)
+# --------------------------------------------------------------------------------------
+def epoch_state(replicas: int, n_samples: int) -> dict:
+    """State arrays for minibatch GD without replacement: one permutation per replica and the
+    position in the current epoch (saved in checkpoints with the rest of the state)."""
+    return {"perm": np.zeros((replicas, n_samples), dtype=np.int64), "pos": np.zeros((), dtype=np.int64)}
+
+
+def next_minibatch(state: dict, rng: np.random.Generator, n_samples: int, batch: int) -> np.ndarray:
+    """Indices ``(R, b)`` of the next minibatch, advancing ``state`` from :func:`epoch_state`.
+
+    Each epoch draws an independent permutation per replica and walks through it in
+    minibatches of ``batch``; the last one of an epoch may be smaller, so every sample is
+    used exactly once per epoch.
+    """
+    pos = int(state["pos"])
+    perm = state["perm"]
+    if pos == 0:  # new epoch: independent permutation per replica
+        perm[...] = np.arange(n_samples)
+        rng.permuted(perm, axis=1, out=perm)
+    end = min(pos + batch, n_samples)
+    state["pos"][...] = 0 if end == n_samples else end
+    return perm[:, pos:end]
 
 
 # --------------------------------------------------------------------------------------

@@ -78,6 +78,7 @@ import numpy as np
 from .._random import as_generator
 from .._validation import check_finite_array, check_init_scalar, check_int
 from ..errors import NumericalError
+from ..simulate import epoch_state, next_minibatch
 from .multi_index import PSD_TOL, MultiIndexProblem, index_vectors
 
 __all__ = ["initial_weights", "initial_state", "MultiIndexStepper", "INIT_CHOICES", "SPHERE_TOL"]
@@ -378,8 +379,7 @@ class MultiIndexStepper:
         W[...] = self._W0
         state = {"W": W}
         if self.algorithm == "gd" and self.batch < self.config.n_samples:
-            state["perm"] = np.zeros((self.R, self.config.n_samples), dtype=np.int64)
-            state["pos"] = np.zeros((), dtype=np.int64)
+            state.update(epoch_state(self.R, self.config.n_samples))
         return state
 
     def observe(self, state) -> dict:
@@ -428,18 +428,13 @@ class MultiIndexStepper:
             if self.batch >= n:
                 self._update(state["W"], self.data, self.labels)
                 return
-            pos = int(state["pos"])
-            perm = state["perm"]
-            if pos == 0:  # new epoch: independent permutation per replica
-                perm[...] = np.arange(n)
-                rng.permuted(perm, axis=1, out=perm)
-            end = min(pos + self.batch, n)
-            rows = (perm[:, pos:end] + self._row_offset).ravel()
-            X = self._buffer(f"X{end - pos}", (self.R, end - pos, self.d))
+            idx = next_minibatch(state, rng, n, self.batch)
+            b = idx.shape[1]
+            rows = (idx + self._row_offset).ravel()
+            X = self._buffer(f"X{b}", (self.R, b, self.d))
             np.take(self._data_flat, rows, axis=0, out=X.reshape(-1, self.d))
-            y = self.labels.ravel()[rows].reshape(self.R, end - pos)
+            y = self.labels.ravel()[rows].reshape(self.R, b)
             self._update(state["W"], X, y)
-            state["pos"][...] = 0 if end == n else end
         else:
             raise TypeError("`step` is for discrete algorithms; gradient flow uses `advance`.")
 

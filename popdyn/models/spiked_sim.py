@@ -109,6 +109,7 @@ import numpy as np
 
 from .._validation import check_init_scalar, check_int, check_real
 from ..errors import NumericalError
+from ..simulate import epoch_state, next_minibatch
 from .multi_index_sim import fast_evaluator
 from .spiked import SpikedProblem, min_unlabeled
 
@@ -368,8 +369,7 @@ class SpikedStepper:
         W[...] = self._W0
         state = {"W": W}
         if self.algorithm == "gd" and self.batch < self.config.n_samples:
-            state["perm"] = np.zeros((self.R, self.config.n_samples), dtype=np.int64)
-            state["pos"] = np.zeros((), dtype=np.int64)
+            state.update(epoch_state(self.R, self.config.n_samples))
         return state
 
     def overlaps(self, W) -> dict:
@@ -409,14 +409,7 @@ class SpikedStepper:
         if self.batch >= n:
             self.update(W, self.data, self.labels)
             return
-        pos = int(state["pos"])
-        perm = state["perm"]
-        if pos == 0:  # new epoch: independent permutation per replica
-            perm[...] = np.arange(n)
-            rng.permuted(perm, axis=1, out=perm)
-        end = min(pos + self.batch, n)
-        idx = perm[:, pos:end]
+        idx = next_minibatch(state, rng, n, self.batch)
         X = np.take_along_axis(self.data, idx[..., None], axis=1)
         y = np.take_along_axis(self.labels, idx, axis=1)
         self.update(W, X, y)
-        state["pos"][...] = 0 if end == n else end
