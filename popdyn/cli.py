@@ -452,14 +452,20 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    import numpy as np
+
     from .compare import compare
 
-    problem = _problem_from_args(args)
+    if args.model == "committee":
+        raise ValueError("`popdyn compare` does not take --model committee: use `popdyn predict --model committee` "
+                         "and `popdyn simulate --model committee` (the committee's own comparison is in "
+                         "popdyn.models.committee); choices here: multi-index, single-index, spiked.")
+    problem = _model_problem(args)
     eta = None if args.algorithm == "gf" else _eta(args)
     res = compare(problem, d=args.d, t_end=args.t_end, algorithm=args.algorithm, eta=eta,
                   batch=None if args.algorithm == "gf" else args.batch,
                   n_samples=args.n_samples, replicas=args.replicas, init=_init(args.init), rng=args.seed,
-                  progress=None if not args.quiet else False)
+                  progress=None if not args.quiet else False, engine=args.engine)
     out = res.as_dict()
     if args.plot:
         from .plot import plot_comparison
@@ -472,11 +478,19 @@ def cmd_compare(args) -> int:
     m = res.meta
     print(f"ODE vs {m['algorithm']} in d = {m['d']} (eta = {m['eta']}, batch = {m['batch']}, "
           f"{m['replicas']} replicas from the same start), t in [0, {out['t_final']:.6g}] ({out['time_unit']})")
-    print(f"  max |u_ode - mean u_sim| = {res.max_abs_deviation:.4g}   "
+    what = "u_ode - mean u_sim" if res.names == ("u",) else f"ODE - mean simulation| over ({', '.join(res.names)}"
+    print(f"  max |{what}| = {res.max_abs_deviation:.4g}   "
           f"(largest standard error of the mean: {res.max_standard_error:.4g})")
+    if "u" not in res.names:
+        for n in res.names:
+            print(f"  {n}: start {np.round(np.asarray(out['initial'][n]), 5).tolist()}, end ODE "
+                  f"{np.round(np.asarray(out['final_ode'][n]), 5).tolist()}, simulation mean "
+                  f"{np.round(np.asarray(out['final_sim_mean'][n]), 5).tolist()}")
+    unit = "neuron" if "u" in res.names else "unit"
     for i, (a, b) in enumerate(zip(res.directions_ode, res.directions_sim)):
-        print(f"  neuron {i + 1}: ODE -> {a:<5} simulation -> {b:<5} {'agree' if a == b else 'DISAGREE'}")
-    print(f"  agreement: {res.agreement:.0%}")
+        print(f"  {unit} {i + 1}: ODE -> {a:<7} simulation -> {b:<7} {'agree' if a == b else 'DISAGREE'}")
+    if res.directions_ode:
+        print(f"  agreement: {res.agreement:.0%}")
     if args.plot:
         print(f"  plot: {args.plot}")
     return EXIT_OK
@@ -680,8 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
                            ("compare", "ODE prediction vs finite-d simulation from the same start, with a plot")):
         p = sub.add_parser(name, help=helptext)
         _add_problem_args(p)
-        if name == "simulate":
-            _add_model_args(p)
+        _add_model_args(p)
         g = p.add_argument_group("simulation")
         g.add_argument("--d", type=_pos_int, default=500, help="dimension (default 500)")
         g.add_argument("--algorithm", choices=["sgd", "gd", "gf"], default="sgd",
@@ -696,12 +709,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "u0 ~ N(0, m0^2 G) (default 0.3)")
         g.add_argument("--t-end", type=_pos_float, default=5.0, help="final time t = eta * steps (default 5)")
         g.add_argument("--quiet", action="store_true", help="no progress bar")
+        g.add_argument("--engine", choices=["full", "exact"], default="full",
+                       help="full: materialise x in d dimensions; exact: draw only its projections from their "
+                            "exact joint law (cost independent of d; single-index and committee)")
         if name == "simulate":
             g.add_argument("--out", default=None, help="save the trajectory (.npz)")
             g.add_argument("--checkpoint", default=None, help="checkpoint file: saved as the run goes, resumed if present")
-            g.add_argument("--engine", choices=["full", "exact"], default="full",
-                           help="full: materialise x in d dimensions; exact: draw only its projections from their "
-                                "exact joint law (cost independent of d; single-index and committee)")
             p.set_defaults(func=cmd_simulate)
         else:
             g.add_argument("--plot", default="popdyn_compare.png", help="PNG path (default popdyn_compare.png; "

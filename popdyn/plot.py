@@ -57,6 +57,8 @@ def plot_comparison(result, path=None, *, max_neurons: int = 6, log_time: bool =
     """
     plt = _plt()
     ode, sim = result.ode, result.simulation
+    if "u" not in getattr(result, "names", ("u",)):
+        return _plot_scalar_comparison(result, path, log_time=log_time, spread=spread)
     u_ode = ode.mean("u")          # (T, N, k)
     u_sim = sim.mean("u")          # (T, N, k)
     band = sim.std("u")
@@ -95,6 +97,42 @@ def plot_comparison(result, path=None, *, max_neurons: int = 6, log_time: bool =
         f"(eta = {meta.get('eta', '-')}, batch = {meta.get('batch', '-')}), {sim.n_replicas} replicas\n"
         f"lines: ODE prediction; dots: simulated mean; band: ±1 {'s.d.' if spread == 'std' else 's.e.m.'}"
         f" over replicas;  max |u_ode − mean u_sim| = {result.max_abs_deviation:.3g}",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def _plot_scalar_comparison(result, path, *, log_time: bool, spread: str):
+    """One panel per compared overlap (single-index ``m``; spiked ``p, q, S``; ...)."""
+    plt = _plt()
+    ode, sim = result.ode, result.simulation
+    names = result.names
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.3), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        y_ode = ode.mean(name).reshape(ode.t.size, -1)
+        y_sim = sim.mean(name).reshape(sim.t.size, -1)
+        band = sim.std(name).reshape(sim.t.size, -1)
+        if spread == "sem":
+            band = band / np.sqrt(max(sim.n_replicas, 1))
+        for j in range(y_ode.shape[1]):
+            c = f"C{j % 10}"
+            ax.fill_between(sim.t, y_sim[:, j] - band[:, j], y_sim[:, j] + band[:, j], color=c, alpha=0.18, lw=0)
+            ax.plot(sim.t, y_sim[:, j], "o", ms=2.2, color=c, alpha=0.8)
+            ax.plot(ode.t, y_ode[:, j], "-", lw=1.4, color=c)
+        ax.axhline(0, color="0.7", lw=0.6)
+        if log_time:
+            ax.set_xscale("symlog", linthresh=max(sim.t[1] if sim.t.size > 1 else 1e-3, 1e-6))
+        ax.set_xlabel(f"time ({sim.time_unit})")
+        ax.set_ylabel(name)
+    meta = result.meta
+    fig.suptitle(
+        f"{sim.model}: d = {meta.get('d')}, {meta.get('algorithm')} (eta = {meta.get('eta', '-')}, "
+        f"batch = {meta.get('batch', '-')}), {sim.n_replicas} replicas\n"
+        f"lines: ODE prediction; dots: simulated mean; band: ±1 {'s.d.' if spread == 'std' else 's.e.m.'}"
+        f" over replicas;  max |ODE − mean sim| = {result.max_abs_deviation:.3g}",
         fontsize=9,
     )
     fig.tight_layout()

@@ -508,3 +508,23 @@ def test_predict_spiked_stall_and_escape():
                                  "spiked:kappa=1,align=2"])
 def test_predict_spiked_bad_covariance(cov):
     usage_error("predict", "--model", "spiked", "--covariance", cov)
+
+
+def test_compare_single_index_exact(tmp_path):
+    out = ok_json("compare", "--model", "single-index", "--engine", "exact", "--d", 10000, "--eta", 1e-4,
+                  "--t-end", 1, "--replicas", 4, "--init", 0.3, "--quiet", "--plot", tmp_path / "m.png")
+    assert out["overlaps"] == ["m"] and out["initial"]["m"] == pytest.approx(0.3, abs=1e-15)
+    assert out["meta"]["engine"] == "exact" and out["meta"]["problem"]["model"] == "single_index"
+    assert (tmp_path / "m.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_compare_spiked_text(tmp_path):
+    text = ok_text("compare", "--model", "spiked", "--covariance", "spiked:kappa=20,align=1", "--flow",
+                   "preconditioned", "--d", 60, "--eta", 1e-3, "--t-end", 0.2, "--replicas", 2, "--quiet",
+                   "--plot", "", cwd=tmp_path)
+    assert "over (p, q, S)|" in text and "p: start" in text
+
+
+def test_compare_committee_is_a_usage_error():
+    err = usage_error("compare", "--model", "committee", "--quiet", "--plot", "")
+    assert "does not take --model committee" in err

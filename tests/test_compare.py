@@ -233,3 +233,63 @@ def test_sgd_deviation_shrinks_like_inverse_sqrt_d():
     assert slope < 0
     assert abs(slope - SLOPE_PREDICTED) <= SLOPE_TOL
     assert np.mean(ratios) <= NOISE_RATIO_MAX
+
+
+# -- other models through the same compare ---------------------------------------------------
+#: Replica-mean deviation in standard errors of the mean.  The deviation is a maximum over
+#: ~60 correlated grid points, so a few SE is its natural size (measured 1.05 SE below);
+#: the O(1/d) terms the ODE drops are 1e-4 at d = 1e4.
+SE_MULTIPLE = 5.0
+
+
+def test_single_index_compare_exact_engine():
+    from popdyn.models.single_index import SingleIndexProblem
+
+    prob = SingleIndexProblem("he3", "he3")
+    d, eta = 10_000, 1e-4
+    res = compare(prob, d=d, t_end=3.0, eta=eta, batch=32, replicas=8, init=0.3, rng=0, progress=False,
+                  engine="exact")
+    assert res.names == ("m",)
+    assert res.max_abs_deviation <= SE_MULTIPLE * res.max_standard_error
+    assert res.meta["ode_correction"] is not None and res.meta["engine"] == "exact"
+    out = res.as_dict()
+    assert out["initial"]["m"] == pytest.approx(0.3, abs=1e-15)
+    assert res.directions_ode == res.directions_sim == ["escaped"]
+    # the eta^2 normalisation term is what makes them agree: without it the ODE runs to m ~ 1
+    t = res.simulation.t
+    plain = integrate(prob, 0.3, float(t[-1]), times=t)
+    gap = abs(float(plain.final("m")[0]) - float(res.simulation.mean("m")[-1]))
+    assert gap > 20 * res.max_standard_error
+
+
+def test_spiked_compare_preconditioned():
+    from popdyn.models.spiked import SpikedProblem
+
+    prob = SpikedProblem("relu", "he4", kappa=50.0, align=1.0, flow="preconditioned", a_star=-1.0)
+    res = compare(prob, d=100, t_end=1.0, eta=1e-4, batch=8, replicas=8, init=0.3, rng=0, progress=False)
+    assert res.names == ("p", "q", "S")
+    assert res.meta["ode_correction"] is None  # the spiked ODE is the gradient flow
+    out = res.as_dict()
+    for name in res.names:
+        assert np.ravel(out["final_sim_mean"][name]) == pytest.approx(
+            np.ravel(out["final_ode"][name]), abs=SE_MULTIPLE * res.max_standard_error)
+    assert "u0" not in out
+
+
+def test_scalar_comparison_plot(tmp_path):
+    from popdyn.models.single_index import SingleIndexProblem
+    from popdyn.plot import plot_comparison
+
+    res = compare(SingleIndexProblem("he2", "he2"), d=1000, t_end=1.0, eta=1e-3, batch=8, replicas=3, init=0.2,
+                  rng=1, progress=False, engine="exact")
+    path = tmp_path / "m.png"
+    fig = plot_comparison(res, path)
+    assert path.stat().st_size > 0 and [ax.get_ylabel() for ax in fig.axes] == ["m"]
+
+
+def test_compare_needs_an_ode():
+    class NoODE:
+        pass
+
+    with pytest.raises(TypeError, match="no overlap ODE"):
+        compare(NoODE(), d=10, t_end=1.0, eta=0.1)
