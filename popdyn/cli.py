@@ -478,8 +478,8 @@ def cmd_compare(args) -> int:
     m = res.meta
     print(f"ODE vs {m['algorithm']} in d = {m['d']} (eta = {m['eta']}, batch = {m['batch']}, "
           f"{m['replicas']} replicas from the same start), t in [0, {out['t_final']:.6g}] ({out['time_unit']})")
-    what = "u_ode - mean u_sim" if res.names == ("u",) else f"ODE - mean simulation| over ({', '.join(res.names)}"
-    print(f"  max |{what}| = {res.max_abs_deviation:.4g}   "
+    what = "u_ode - mean u_sim|" if res.names == ("u",) else f"ODE - mean simulation| over ({', '.join(res.names)})"
+    print(f"  max |{what} = {res.max_abs_deviation:.4g}   "
           f"(largest standard error of the mean: {res.max_standard_error:.4g})")
     if "u" not in res.names:
         for n in res.names:

@@ -522,7 +522,7 @@ def test_compare_spiked_text(tmp_path):
     text = ok_text("compare", "--model", "spiked", "--covariance", "spiked:kappa=20,align=1", "--flow",
                    "preconditioned", "--d", 60, "--eta", 1e-3, "--t-end", 0.2, "--replicas", 2, "--quiet",
                    "--plot", "", cwd=tmp_path)
-    assert "over (p, q, S)|" in text and "p: start" in text
+    assert "| over (p, q, S) = " in text and "p: start" in text
 
 
 def test_compare_committee_is_a_usage_error():
