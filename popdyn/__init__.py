@@ -36,6 +36,7 @@ from .exponents import generative_exponent, information_exponent
 from .fixedpoints import FixedPoint, FixedPointSet, classify, fixed_points, riemannian_hessian
 from .hermite import HermiteSeries, h_values, hermite_coefficients
 from .kernels import KernelValue, PairExpectation, correlation_kernel, correlation_kernel_expr, gaussian_pair_expectation
+from .models.covariance import CovarianceProblem, load_covariance, load_direction
 from .models.committee import (CommitteeProblem, add_eps_g, classic_initial_state, classic_problem, eps_g,
                                simulate_committee)
 from .models.multi_index import MultiIndexProblem, gram, index_vectors
@@ -60,6 +61,7 @@ __all__ = [
     "MultiIndexProblem", "gram", "index_vectors",
     "SingleIndexProblem", "escape_samples", "step_size", "first_passage",
     "SpikedProblem", "effective_dimension", "escape_time_grid", "kappa_critical", "min_unlabeled",
+    "CovarianceProblem", "load_covariance", "load_direction",
     "CommitteeProblem", "eps_g", "add_eps_g", "simulate_committee", "classic_problem", "classic_initial_state",
     # verbs
     "integrate", "simulate", "initial_state", "initial_weights", "register_stepper", "compare", "Comparison",

@@ -145,6 +145,8 @@ def _problem_from_args(args, *, n_neurons=None):
 
 
 MODELS = ("multi-index", "single-index", "committee", "spiked")
+#: Dimension when --d is not given (a covariance file sets its own).
+DEFAULT_D = 500
 #: Default activations per model (the committee machine's classic is erf, Saad-Solla's g;
 #: the spiked-covariance example of arXiv 2309.03843 is a ReLU neuron and an h4 target).
 DEFAULT_ACTIVATION = {"multi-index": ("he3", "he3"), "single-index": ("he3", "he3"), "committee": ("erf", "erf"),
@@ -154,9 +156,7 @@ DEFAULT_ACTIVATION = {"multi-index": ("he3", "he3"), "single-index": ("he3", "he
 def _parse_covariance(text: str) -> dict:
     """``spiked:kappa=K,align=A`` -> ``{"kappa": K, "align": A}``."""
     if not text.startswith("spiked:"):
-        raise ValueError(f"`--covariance` must look like 'spiked:kappa=K,align=A', got {text!r} "
-                         "(a covariance file is not supported by the command line yet; use "
-                         "popdyn.models.spiked.dense_population_flow from Python).")
+        raise ValueError(f"`--covariance` must look like 'spiked:kappa=K,align=A' or be a file, got {text!r}.")
     out = {}
     for part in text[len("spiked:"):].split(","):
         key, _, val = part.partition("=")
@@ -174,12 +174,34 @@ def _parse_covariance(text: str) -> dict:
     return out
 
 
+def _covariance_problem(args):
+    """``--covariance FILE``: a dense user-given Sigma (d from the file)."""
+    from .models.covariance import CovarianceProblem, load_covariance, load_direction
+
+    sigma = load_covariance(args.covariance)
+    d = sigma.shape[0]
+    if args.d is not None and args.d != d:
+        raise ValueError(f"`--d` = {args.d} disagrees with the {d} x {d} covariance in {args.covariance!r}; "
+                         "omit --d to take d from the file.")
+    args.d = d
+    direction = None if args.direction is None else load_direction(args.direction)
+    return CovarianceProblem(args.student, args.teacher, sigma, direction=direction, flow=args.flow,
+                             a_star=args.a_star, n_unlabeled=args.n_unlabeled)
+
+
 def _model_problem(args):
     """The problem object for ``--model`` (multi-index by default)."""
     model = getattr(args, "model", "multi-index")
     for name, default in zip(("student", "teacher"), DEFAULT_ACTIVATION[model]):
         if getattr(args, name) is None:
             setattr(args, name, default)
+    if model == "spiked" and not args.covariance.startswith("spiked:"):
+        return _covariance_problem(args)
+    if getattr(args, "direction", None) is not None:
+        raise ValueError("`--direction` applies to --model spiked with a covariance FILE only "
+                         f"(got --model {model}, --covariance {getattr(args, 'covariance', None)!r}).")
+    if getattr(args, "d", 0) is None:
+        args.d = DEFAULT_D
     if model == "multi-index":
         return _problem_from_args(args)
     if model == "single-index":
@@ -364,6 +386,8 @@ def _predict_spiked(args) -> int:
     import numpy as np
 
     problem = _model_problem(args)
+    if problem.ode_model == "covariance":
+        return _predict_covariance(args, problem)
     m0 = None if args.init == "uniform" else float(_init(args.init))
     state0 = problem.initial_state(args.d, m0=m0)
     t_escape = problem.escape_time(state0, level=args.m_target)
@@ -382,6 +406,36 @@ def _predict_spiked(args) -> int:
           f"{problem.student.name} neuron / {problem.teacher.name} target, d = {args.d}, d_eff = {out['effective_dimension']:.6g}")
     print(f"  m_Sigma(0) = {out['m_sigma_initial']:.6g}; time for |m_Sigma| to reach {args.m_target}: {t_escape:.6g}" + ("  (stalls)" if not math.isfinite(t_escape) else ""))
     print(f"  at t = {out['t_final']:.6g}: " + ", ".join(f"{k} = {v:.6g}" for k, v in out["final"].items()))
+    return EXIT_OK
+
+
+def _predict_covariance(args, problem) -> int:
+    import math
+
+    import numpy as np
+
+    w0 = problem.initial_weight(_init(args.init), rng=args.seed)
+    t_escape = problem.escape_time(w0, level=args.m_target)
+    t_end = args.t_end if args.t_end is not None else (2.0 * t_escape if math.isfinite(t_escape) else 1e4)
+    traj = problem.with_overlaps(problem.integrate(w0, t_end, escape_level=args.m_target, escape_terminal=False))
+    names = ("p", "S", "m_sigma", "m_u")
+    ev = np.linalg.eigvalsh(problem.sigma)
+    out = {"model": "covariance", "covariance": args.covariance, "direction": args.direction,
+           "problem": problem.describe(), "d": args.d, "effective_dimension": float(problem.effective_dimension()),
+           "m_sigma_initial": float(np.asarray(traj.overlaps["m_sigma"][0]).ravel()[0]),
+           "escape_time": t_escape, "level": args.m_target, "t_final": float(traj.t[-1]), "time_unit": traj.time_unit,
+           "final": {k: float(np.asarray(traj.final(k)).ravel()[0]) for k in names}, "message": traj.message}
+    _save_and_plot(args, traj, "m_sigma", out)
+    if args.json:
+        _dump(out)
+        return EXIT_OK
+    print(f"covariance from {args.covariance} (d = {args.d}, eigenvalues in [{ev[0]:.4g}, {ev[-1]:.4g}], "
+          f"d_eff = {out['effective_dimension']:.6g}), {args.flow} flow, {problem.student.name} neuron / "
+          f"{problem.teacher.name} target")
+    print(f"  m_Sigma(0) = {out['m_sigma_initial']:.6g} (init {args.init}, seed {args.seed}); time for |m_Sigma| to "
+          f"reach {args.m_target}: {t_escape:.6g}" + ("  (stalls)" if not math.isfinite(t_escape) else ""))
+    print(f"  at t = {out['t_final']:.6g}: " + ", ".join(f"{k} = {v:.6g}" for k, v in out["final"].items()))
+    _print_saved(out)
     return EXIT_OK
 
 
@@ -445,6 +499,8 @@ def cmd_simulate(args) -> int:
     print(f"{args.model}: {traj.message} d = {args.d}, {traj.n_replicas} replicas, engine {args.engine}, "
           f"t = {traj.t[-1]:.6g} ({traj.time_unit})")
     for name, val in out["final_mean"].items():
+        if name == "w":  # the d-dim weight of a covariance-file run (kept in --json and --out)
+            continue
         print(f"  mean {name} = {np.round(np.asarray(val), 5).tolist()}")
     if "saved" in out:
         print(f"  saved: {out['saved']}")
@@ -481,7 +537,13 @@ def cmd_compare(args) -> int:
     what = "u_ode - mean u_sim|" if res.names == ("u",) else f"ODE - mean simulation| over ({', '.join(res.names)})"
     print(f"  max |{what} = {res.max_abs_deviation:.4g}   "
           f"(largest standard error of the mean: {res.max_standard_error:.4g})")
-    if "u" not in res.names:
+    if "w" in res.names:  # covariance file: report the overlaps, not the d-dim weight
+        ode = problem.overlaps(res.ode.overlaps["w"][:, 0])
+        sim = res.simulation
+        for n in ("m_sigma", "p", "S"):
+            print(f"  {n}: start {ode[n][0]:.5g}, end ODE {ode[n][-1]:.5g}, simulation mean {sim.mean(n)[-1]:.5g} "
+                  f"(SE {sim.std(n)[-1] / np.sqrt(sim.n_replicas):.2g})")
+    elif "u" not in res.names:
         for n in res.names:
             print(f"  {n}: start {np.round(np.asarray(out['initial'][n]), 5).tolist()}, end ODE "
                   f"{np.round(np.asarray(out['final_ode'][n]), 5).tolist()}, simulation mean "
@@ -602,7 +664,11 @@ def _add_model_args(p) -> None:
                    help="committee: naming/scaling of order parameters and time")
     g.add_argument("--covariance", default="spiked:kappa=0,align=1",
                    help="spiked: data covariance as spiked:kappa=K,align=A (Sigma = (I + K theta theta^T)/(1+K), "
-                        "A = cos(theta, target))")
+                        "A = cos(theta, target)), or a FILE (.npy / text / .csv) holding a dense d x d covariance "
+                        "(d is then taken from the file)")
+    g.add_argument("--direction", default=None,
+                   help="covariance FILE only: FILE with the d-vector target direction (default e_1), rescaled so "
+                        "that u^T Sigma u = 1")
     g.add_argument("--flow", choices=["spherical", "normalized", "preconditioned"], default="normalized",
                    help="spiked: spherical, covariance-normalised (default) or preconditioned flow")
     g.add_argument("--n-unlabeled", type=_pos_int, default=None,
@@ -679,7 +745,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--m-target", type=float, default=0.5, help="single-index: alignment to reach (default 0.5)")
     p.add_argument("--u0", default=None, help="initial overlaps, rows 'u11,u12,...;u21,...' (default: drawn as in a "
                                               "simulation in dimension --d with --init and --seed)")
-    p.add_argument("--d", type=_pos_int, default=500, help="dimension used to draw u0 (default 500)")
+    p.add_argument("--d", type=_pos_int, default=None,
+                   help="dimension used to draw u0 (default 500; a covariance FILE sets it)")
     p.add_argument("--init", default="uniform", help="'uniform' (Haar on the sphere) or a warm-start scale m0 "
                                                      "(single-index: the initial alignment; committee: weight scale)")
     p.add_argument("--t-end", type=_pos_float, default=None,
@@ -696,7 +763,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_problem_args(p)
         _add_model_args(p)
         g = p.add_argument_group("simulation")
-        g.add_argument("--d", type=_pos_int, default=500, help="dimension (default 500)")
+        g.add_argument("--d", type=_pos_int, default=None, help="dimension (default 500; a covariance FILE sets it)")
         g.add_argument("--algorithm", choices=["sgd", "gd", "gf"], default="sgd",
                        help="online SGD, multi-pass GD on --n-samples, or d-dim gradient flow (default sgd)")
         g.add_argument("--eta", type=_pos_float, default=None, help="step size (overrides --delta)")

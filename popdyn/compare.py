@@ -176,6 +176,8 @@ def compare(problem, *, d: int, t_end: float, algorithm: str = "sgd", eta: float
     t_final = float(sim.t[-1])
     grid = np.union1d(sim.t, np.linspace(0.0, t_final, PLOT_POINTS))
     ode = integrate(problem, state0[names[0]] if len(names) == 1 else state0, t_final, times=grid, **opts)
+    if hasattr(problem, "with_overlaps"):  # a d-dim ODE state: add the overlaps the simulation records
+        ode = problem.with_overlaps(ode)
     at = np.searchsorted(ode.t, sim.t)
     diffs = [ode.overlaps[n][at, 0] - sim.mean(n) for n in names]
     flat = np.concatenate([np.ravel(x) for x in diffs])

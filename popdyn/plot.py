@@ -110,6 +110,8 @@ def _plot_scalar_comparison(result, path, *, log_time: bool, spread: str):
     plt = _plt()
     ode, sim = result.ode, result.simulation
     names = result.names
+    if "w" in names:  # a d-dim weight (covariance file): plot its overlaps instead
+        names = tuple(n for n in ("m_sigma", "p", "S") if n in ode.overlaps and n in sim.overlaps)
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.3), squeeze=False)
     for ax, name in zip(axes[0], names):
         y_ode = ode.mean(name).reshape(ode.t.size, -1)

@@ -528,3 +528,47 @@ def test_compare_spiked_text(tmp_path):
 def test_compare_committee_is_a_usage_error():
     err = usage_error("compare", "--model", "committee", "--quiet", "--plot", "")
     assert "does not take --model committee" in err
+
+
+# -- covariance from a file ----------------------------------------------------------------------
+@pytest.fixture
+def sigma_file(tmp_path):
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((12, 12))
+    path = tmp_path / "sigma.txt"
+    np.savetxt(path, A @ A.T / 12 + 0.2 * np.eye(12))
+    return path
+
+
+def test_predict_covariance_file(sigma_file, tmp_path):
+    out = ok_json("predict", "--model", "spiked", "--covariance", sigma_file, "--flow", "preconditioned", "--a-star", -1,
+                  "--init", 0.3, "--m-target", 0.5)
+    assert out["model"] == "covariance" and out["d"] == 12
+    assert out["m_sigma_initial"] == pytest.approx(0.3, abs=1e-12)
+    assert out["final"]["m_sigma"] >= 0.5 and np.isfinite(out["escape_time"])
+
+
+def test_simulate_and_compare_covariance_file(sigma_file, tmp_path):
+    out = ok_json("simulate", "--model", "spiked", "--covariance", sigma_file, "--eta", 1e-3, "--t-end", 0.05,
+                  "--replicas", 2, "--quiet")
+    assert {"p", "S", "m_sigma"} <= set(out["final_mean"])
+    text = ok_text("compare", "--model", "spiked", "--covariance", sigma_file, "--eta", 1e-3, "--t-end", 0.05,
+                   "--replicas", 2, "--quiet", "--plot", "", cwd=tmp_path)
+    assert "over (w)" in text and "m_sigma: start" in text
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--d", 40], "disagrees with the 12 x 12 covariance"),
+    (["--n-unlabeled", 5], "n_unlabeled"),
+])
+def test_covariance_file_errors(sigma_file, extra, fragment):
+    err = usage_error("predict", "--model", "spiked", "--covariance", sigma_file, *extra)
+    assert fragment in err
+
+
+def test_covariance_file_not_positive_definite(tmp_path):
+    path = tmp_path / "bad.txt"
+    np.savetxt(path, np.diag([1.0, -0.5, 2.0]))
+    assert "positive definite" in usage_error("predict", "--model", "spiked", "--covariance", path)
+    assert "does not exist" in usage_error("predict", "--model", "spiked", "--covariance", tmp_path / "none.txt")
+    assert "`--direction` applies" in usage_error("predict", "--model", "single-index", "--direction", path)
