@@ -226,3 +226,14 @@ def test_mc_initial_overlap_matches_brute_force_sphere_sampling():
     v = (w @ cov.matvec(cov.u)) ** 2 / np.einsum("nd,nd->n", w, cov.matvec(w))
     mean, se = mc_initial_overlap(d, kappa, align, n_samples=n, rng=3)
     assert abs(mean - v.mean()) <= 4 * math.hypot(se, v.std(ddof=1) / math.sqrt(n))
+
+
+def test_escape_time_stops_when_the_flow_settles_below_the_level():
+    # spherical flow, kappa = 5, align = 0.8, m0 = 0.1: |m_Sigma| sinks to ~2e-3 and creeps there
+    # (above the 1e-6 * m0 equator test), so only the settle event ends the integration instead of
+    # running to t_max = 1e12
+    prob = SpikedProblem("relu", "he4", kappa=5.0, align=0.8, flow="spherical", a_star=-1.0)
+    state0 = prob.initial_state(1000, m0=0.1)
+    assert prob.escape_time(state0, level=0.5) == math.inf
+    m_end = abs(prob.run_to_convergence(state0, t_end=1e4)["m"])
+    assert 1e-6 * 0.1 < m_end < 0.5

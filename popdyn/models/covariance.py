@@ -74,7 +74,7 @@ import numpy as np
 
 from .._validation import check_choice, check_finite_array, check_init_scalar, check_int, check_real
 from ..activations import Activation
-from .spiked import FLOWS, SpikedProblem, check_covariance, min_unlabeled
+from .spiked import FLOWS, SETTLE_TOL, SpikedProblem, check_covariance, min_unlabeled
 
 __all__ = ["CovarianceProblem", "load_covariance", "load_direction", "SYMMETRY_RTOL", "INIT_CHOICES"]
 
@@ -83,9 +83,6 @@ __all__ = ["CovarianceProblem", "load_covariance", "load_direction", "SYMMETRY_R
 #: computed :math:`A A^\top` or a text file pass; a genuinely asymmetric input does not).
 #: The accepted matrix is then symmetrised exactly, :math:`(\Sigma + \Sigma^\top)/2`.
 SYMMETRY_RTOL = 1e-12
-#: :meth:`CovarianceProblem.escape_time` reports a stall once :math:`t\,\|\dot w\|/\|w\|` (the
-#: relative distance the flow would still cover in the time elapsed) drops below this.
-SETTLE_TOL = 1e-9
 #: Documented forms of ``init`` (simulator and :meth:`CovarianceProblem.initial_weight`).
 INIT_CHOICES = ("'uniform'", "a float m0 in (-1, 1) (the initial m_Sigma)", "an array w0 of length d")
 

@@ -92,13 +92,18 @@ from ..activations import Activation, get_activation
 
 __all__ = ["FLOWS", "SpikedCovariance", "SpikedProblem", "check_covariance", "dense_population_flow",
            "effective_dimension", "min_unlabeled", "escape_time_grid", "plot_escape_grid",
-           "kappa_critical", "mc_initial_overlap"]
+           "kappa_critical", "mc_initial_overlap", "SimulatedEscape", "escape_grid_simulation",
+           "plot_escape_points"]
 
 FLOWS = ("spherical", "normalized", "preconditioned")
 #: Hermite degree used for non-polynomial teachers (the teacher series is truncated there).
 TEACHER_DEGREE = 40
 #: Relative eigenvalue floor below which a user-given covariance is "not positive definite".
 PD_RTOL = 1e-12
+#: :meth:`SpikedProblem.escape_time` reports a stall once ``t |dy/dt| / |y|`` falls below
+#: this after having been larger: at a stable fixed point it decays exponentially, on the
+#: plateau of a slow escape it stays of order ``|m_Sigma|`` (>> 1e-9 from any start).
+SETTLE_TOL = 1e-9
 
 
 def min_unlabeled(d: int) -> int:
@@ -414,9 +419,15 @@ class SpikedProblem:
         from ..ode import integrate
         return integrate(self, state0, t_end, **kwargs)
 
-    def escape_time(self, state0, *, level: float = 0.5, t_max: float = 1e12, stall_factor: float = 1e-6) -> float:
+    def escape_time(self, state0, *, level: float = 0.5, t_max: float = 1e12, stall_factor: float = 1e-6,
+                    settle_tol: float = SETTLE_TOL) -> float:
         r"""Time for :math:`|m_\Sigma|` to reach ``level``; ``inf`` if it falls below
-        ``stall_factor`` times its initial value (converged to the equator) or ``t_max`` passes.
+        ``stall_factor`` times its initial value (converged to the equator), if the flow
+        settles at a fixed point below ``level`` (:math:`t\,|\dot y|/|y| <` ``settle_tol``
+        after having been larger, with ``y = (p, q, S)``; e.g. the biased end point of the
+        spherical flow), or if ``t_max`` passes.  On the slow plateau of an escape
+        :math:`t\,|\dot y|/|y|` stays of order :math:`|m_\Sigma|`, while at a stable fixed
+        point it decays exponentially, so the settle test does not stop a slow escape.
 
         :math:`|m_\Sigma|` can dip far before it grows (misaligned spike, spherical flow:
         to 4 % of its start for :math:`\kappa = 50`, ``align = 0.1``, then escape at
@@ -443,9 +454,12 @@ class SpikedProblem:
         def down(t, y):
             return float(self.ode_escape_observable(unpack(y))[0]) - stall_factor * m_init
 
-        up.terminal = down.terminal = True
-        up.direction, down.direction = 1, -1
-        sol = solve_ivp(fun, (0.0, t_max), y0, method="LSODA", rtol=1e-10, atol=1e-14, events=(up, down))
+        def settle(t, y):
+            return t * float(np.linalg.norm(fun(t, y)) / np.linalg.norm(y)) - settle_tol
+
+        up.terminal = down.terminal = settle.terminal = True
+        up.direction, down.direction, settle.direction = 1, -1, -1
+        sol = solve_ivp(fun, (0.0, t_max), y0, method="LSODA", rtol=1e-10, atol=1e-14, events=(up, down, settle))
         if sol.t_events[0].size:
             return float(sol.t_events[0][0])
         return math.inf
@@ -580,8 +594,12 @@ def escape_time_grid(student, teacher, d, r1_values, r2_values, flow, *, a_star:
     return out
 
 
-def plot_escape_grid(times, r1_values, r2_values, *, ax=None, title=None):
-    """Heat map of ``log10`` escape time over (r2, r1); stalled cells (inf) shown in grey."""
+def plot_escape_grid(times, r1_values, r2_values, *, ax=None, title=None, overlay=None):
+    """Heat map of ``log10`` escape time over (r2, r1); stalled cells (inf) shown in grey.
+
+    ``overlay``: optional :func:`escape_grid_simulation` results drawn on top with
+    :func:`plot_escape_points` (filled = escaped, open = stalled).
+    """
     import matplotlib.pyplot as plt
 
     times = np.asarray(times, dtype=float)
@@ -596,9 +614,195 @@ def plot_escape_grid(times, r1_values, r2_values, *, ax=None, title=None):
     ax.set_ylabel("r1  (align = d^-r1)")
     if title:
         ax.set_title(title)
+    if overlay is not None:
+        plot_escape_points(ax, overlay)
     return ax
 
 
 from ..simulate import register_stepper  # noqa: E402  (registration at import time, string form)
 
 register_stepper(SpikedProblem, "popdyn.models.spiked_sim:SpikedStepper", engine="full")
+
+
+# -- simulation points on the phase picture ------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class SimulatedEscape:
+    r"""Online-SGD escape record at one point :math:`(r_1, r_2)` of the phase picture.
+
+    Attributes
+    ----------
+    r1, r2 : float
+        Grid coordinates: ``align`` :math:`= d^{-r_1}`, :math:`\kappa = d^{r_2}`.
+    kappa, align : float
+        The resulting spike size and alignment.
+    times : ndarray (R,)
+        Per replica, the first time :math:`t = \eta\cdot\text{step}` at which
+        :math:`|m_\Sigma| \ge` ``level`` (``inf``: not reached by ``t_end``, "stalled").
+    t_end : float
+        Simulated time horizon.
+    ode_time : float
+        Escape time of the overlap ODE from the same start (:meth:`SpikedProblem.escape_time`,
+        ``inf`` when the ODE stalls), the cell value of :func:`escape_time_grid`.
+    m_final : ndarray (R,)
+        :math:`m_\Sigma` per replica when the run stopped.
+    """
+
+    r1: float
+    r2: float
+    kappa: float
+    align: float
+    times: np.ndarray = dataclasses.field(repr=False)
+    t_end: float
+    ode_time: float
+    m_final: np.ndarray = dataclasses.field(repr=False)
+
+    @property
+    def escaped_fraction(self) -> float:
+        """Fraction of replicas that reached the level by ``t_end``."""
+        return float(np.mean(np.isfinite(self.times)))
+
+    @property
+    def median_time(self) -> float:
+        """Median escape time over replicas (``inf`` when fewer than half escaped)."""
+        return float(np.median(self.times))
+
+    @property
+    def escaped(self) -> bool:
+        """Majority verdict: at least half of the replicas escaped."""
+        return self.escaped_fraction >= 0.5
+
+    @property
+    def ode_escaped(self) -> bool:
+        """The ODE verdict on the same horizon: escape before ``t_end``."""
+        return bool(self.ode_time <= self.t_end)
+
+
+def escape_grid_simulation(student, teacher, d, points, flow, *, a_star: float = 1.0, replicas: int = 8,
+                           t_end: float, eta: float, batch: int = 1, level: float = 0.5, init="ode",
+                           rng=0) -> list[SimulatedEscape]:
+    r"""Online-SGD escape at a few points :math:`(r_1, r_2)` of the phase picture of
+    :func:`escape_time_grid` (finite-d ground truth for the ODE verdict).
+
+    At each point :math:`\kappa = d^{r_2}`, ``align`` :math:`= d^{-r_1}`, ``replicas``
+    independent online-SGD runs (:class:`popdyn.models.spiked_sim.SpikedStepper`, step
+    ``eta``, minibatch ``batch``, fresh samples each step) are tracked step by step, and each
+    replica's first passage of :math:`|m_\Sigma| = w^\top\Sigma u/\sqrt{w^\top\Sigma w}` through
+    ``level`` is recorded in the time unit of the ODE grid, :math:`t = \eta\cdot\text{step}`
+    (the SGD mean increment is :math:`-\eta\nabla R`, so this matches gradient-flow time as
+    :math:`\eta \to 0`).  A replica that has not passed by ``t_end`` counts as stalled: the
+    verdict is relative to the horizon, so choose ``t_end`` a few times the ODE escape times
+    of the points that should escape.
+
+    Parameters
+    ----------
+    student, teacher : str or Activation
+    d : int
+        Dimension (``>= 3``).
+    points : sequence of (r1, r2)
+        Grid points; ``r1 >= 0``.
+    flow : {"spherical", "normalized", "preconditioned"}
+    a_star : float
+        Teacher sign/amplitude.
+    replicas : int
+        Independent runs per point (vectorised).
+    t_end : float
+        Time horizon (``> 0``); ``ceil(t_end / eta)`` steps at most.
+    eta : float
+        Step size.  The SGD noise pushes :math:`|m_\Sigma|` towards 0 at a rate
+        :math:`\propto \eta\, d` per unit time, so ``eta`` must be well below
+        :math:`m_0^2/d`-ish for escape points (check by halving it).
+    batch : int
+        Minibatch size.
+    level : float in (0, 1)
+        Escape level for :math:`|m_\Sigma|`.
+    init : {"ode", "uniform"}
+        ``"ode"``: every replica starts from the ODE grid's state
+        (:meth:`SpikedProblem.initial_state`, :math:`\epsilon = d^{-1/2}` along
+        :math:`\Sigma u`), so that :attr:`SimulatedEscape.ode_time` is its exact ODE
+        counterpart; ``"uniform"``: independent Haar starts (typical
+        :math:`m_\Sigma^2 \approx 1/d_{\rm eff}`; ``ode_time`` is still from the ODE start).
+    rng : int, Generator, SeedSequence or None
+        Seed; each point gets an independent spawned stream.
+
+    Returns
+    -------
+    list of SimulatedEscape
+        One per point, in order.
+
+    Examples
+    --------
+    >>> res = escape_grid_simulation("relu", "he4", 200, [(0.0, 0.5)], "normalized", a_star=-1.0,
+    ...                              replicas=4, t_end=2.0, eta=2e-3, rng=1)
+    >>> res[0].escaped_fraction, res[0].ode_escaped
+    (1.0, True)
+    """
+    from .._random import spawn_generators
+    from ..errors import NumericalError
+    from ..simulate import make_stepper
+
+    d = check_int("d", d, minimum=3)
+    flow = check_choice("flow", flow, FLOWS)
+    replicas = check_int("replicas", replicas, minimum=1)
+    t_end = check_real("t_end", t_end, lower=0.0, lower_open=True)
+    eta = check_real("eta", eta, lower=0.0, lower_open=True)
+    batch = check_int("batch", batch, minimum=1)
+    level = check_real("level", level, lower=0.0, upper=1.0, lower_open=True, upper_open=True)
+    init = check_choice("init", init, ("ode", "uniform"))
+    pts = check_finite_array("points", points, ndim=2)
+    if pts.shape[1] != 2 or pts.shape[0] == 0:
+        raise ValueError(f"`points` must be a non-empty sequence of (r1, r2) pairs, got shape {pts.shape}.")
+    if np.any(pts[:, 0] < 0):
+        raise ValueError("`points` must have r1 >= 0 (align = d^-r1 must lie in [0, 1]).")
+    n_steps = int(math.ceil(t_end / eta - 1e-9))
+    gens = spawn_generators(rng, pts.shape[0])
+    out = []
+    for (r1, r2), gen in zip(pts, gens):
+        kappa, align = float(d) ** r2, float(d) ** (-r1)
+        prob = SpikedProblem(student, teacher, kappa=kappa, align=align, flow=flow, d=d, a_star=a_star)
+        st0 = prob.initial_state()
+        ode_time = prob.escape_time(st0, level=level, t_max=max(1e12, 10 * t_end))
+        sim_init = float(prob.overlaps(st0)["m"][0]) if init == "ode" else "uniform"
+        stepper, noise = make_stepper(prob, d=d, algorithm="sgd", eta=eta, batch=batch, replicas=replicas,
+                                      init=sim_init, same_init=init == "ode", rng=gen)
+        state = stepper.init_state()
+        m_sigma = lambda: np.abs(stepper.overlaps(state["W"])["m_sigma"])  # noqa: E731
+        hit = np.where(m_sigma() >= level, 0.0, np.inf)
+        step = 0
+        with np.errstate(all="ignore"):  # non-finite weights are detected by the stepper
+            while step < n_steps and np.any(np.isinf(hit)):
+                step += 1
+                try:
+                    stepper.step(state, noise)
+                except NumericalError as exc:
+                    raise NumericalError(str(exc), step=step, time=step * eta) from exc
+                new = np.isinf(hit) & (m_sigma() >= level)
+                hit[new] = step * eta
+        out.append(SimulatedEscape(float(r1), float(r2), kappa, align, hit, t_end, float(ode_time),
+                                   stepper.overlaps(state["W"])["m_sigma"]))
+    return out
+
+
+def plot_escape_points(ax, results, *, level_label: bool = True, **kwargs):
+    """Overlay :func:`escape_grid_simulation` results on a :func:`plot_escape_grid` axis.
+
+    One marker per point at :math:`(r_2, r_1)`: filled = the majority of replicas escaped by
+    ``t_end``, open = stalled; the escaped fraction is written next to it.  Extra keyword
+    arguments go to ``ax.scatter`` (e.g. ``s``, ``marker``, ``edgecolors``).
+    """
+    results = list(results)
+    bad = [type(r).__name__ for r in results if not isinstance(r, SimulatedEscape)]
+    if bad:
+        raise TypeError(f"`results` must be SimulatedEscape records from escape_grid_simulation, got {bad[0]}.")
+    kw = {"s": 70, "marker": "o", "edgecolors": "red", "linewidths": 1.8, "zorder": 5}
+    kw.update(kwargs)
+    edge = kw["edgecolors"]
+    for k, res in enumerate(results):
+        face = edge if res.escaped else "none"
+        label = None
+        if k == 0:
+            label = "SGD: filled = escaped, open = stalled"
+        ax.scatter([res.r2], [res.r1], facecolors=face, label=label, **kw)
+        if level_label:
+            ax.annotate(f"{res.escaped_fraction:.0%}", (res.r2, res.r1), textcoords="offset points",
+                        xytext=(6, 6), fontsize=7, color=edge)
+    return ax

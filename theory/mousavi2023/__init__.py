@@ -27,6 +27,40 @@ Claims
     alignment: the condition number :math:`1+\kappa` enters only through
     :math:`m_0 \approx d_{\rm eff}^{-1/2}`.  The normalized flow from the same
     :math:`m_0` (with :math:`\|w_0\| = 1`) does depend on :math:`\kappa` (shown in details).
+``escape_time``
+    The preconditioned flow's escape time from the typical start follows
+    :math:`d_{\rm eff}^{(s-2)/2}/(s(s-2)|c_s\alpha_s|)` (THEORY §2.3).
+``three_stages``
+    The three sample-complexity stages of THEORY §2.3 as :math:`\kappa = d^{r_2}` grows at
+    fixed alignment :math:`\cos\alpha = d^{-r_1}` (ReLU neuron, target :math:`-h_4`, so
+    :math:`s = 4`).  Per stage (:math:`r_2 < r_1`; :math:`r_1 < r_2 < 2r_1`;
+    :math:`r_2 > 2r_1`) the log–log slope in :math:`d` (:math:`10^4..10^{10}`; the ODE is
+    d-free except through the start) of (i) :math:`d_{\rm eff}` against
+    :math:`e = 1,\ 1-2(r_2-r_1),\ 1-r_2`; (ii) the preconditioned flow's escape time from
+    :math:`m_0 = d_{\rm eff}^{-1/2}` (:math:`\|\Sigma^{1/2}w_0\| = 1`) against THEORY's
+    law :math:`T \propto d_{\rm eff}^{(s-2)/2}`, i.e. :math:`(s-2)e/2`; (iii) the
+    **normalized** flow's escape time (:math:`\|w_0\| = 1`) from the same :math:`m_0`,
+    which does **not** follow that law.  From the overlap ODE,
+
+    .. math::
+
+        \dot\rho = \frac{F'(\rho)}{s^2}\,\Big\|\Sigma u - \rho\,\frac{\Sigma w}{s}\Big\|^2
+        \;\xrightarrow{\rho,\ \langle w,\theta\rangle\to 0}\;
+        (1+\kappa)\|\Sigma u\|^2 F'(\rho) = A\,F'(\rho),\qquad
+        A = \frac{d+\kappa}{d_{\rm eff}} = 1 + \kappa\langle u,\theta\rangle^2
+        = \frac{1 + (2\kappa+\kappa^2)\cos^2\alpha}{1+\kappa\cos^2\alpha}
+
+    (:math:`s^2 = w^\top\Sigma w \to 1/(1+\kappa)` for :math:`\|w\| = 1`), while the
+    preconditioned flow has :math:`\dot\rho = (1-\rho^2)F'(\rho)`.  For :math:`s \ge 3` the
+    escape time is dominated by the start, so
+    :math:`T_{\rm nor} \approx T_{\rm pre}/A = d_{\rm eff}^{s/2}/\big((d+\kappa)\,s(s-2)|c_s\alpha_s|\big)`
+    and the exponent is :math:`se/2 - 1` (for :math:`\kappa \ll d`): :math:`d^{s/2-1}`,
+    :math:`d^{(s/2)(1-2(r_2-r_1)) - 1}`, :math:`d^{(s/2)(1-r_2) - 1}` (s = 4: :math:`d`,
+    :math:`d^{1-4(r_2-r_1)}`, :math:`d^{1-2r_2}`).  Each row also checks the prefactor: the
+    ODE time over :math:`T_{\rm iso}(m_0)/A` (resp. :math:`T_{\rm iso}(m_0)`) at the largest d.
+    This is flow *time* in each flow's own normalisation, not a sample count: with
+    :math:`\|\Sigma^{1/2}w_0\| = 1` instead of :math:`\|w_0\| = 1` the normalized flow would be
+    :math:`(1+\kappa\langle w_0,\theta\rangle^2)/s_0^2 \approx 1+\kappa` times slower.
 """
 
 from __future__ import annotations
@@ -40,7 +74,7 @@ from popdyn.verify import Claim, ClaimResult
 
 PAPER = "2309.03843"
 
-__all__ = ["CLAIMS", "isotropic_escape_time"]
+__all__ = ["CLAIMS", "isotropic_escape_time", "stage_exponents", "three_stage_points"]
 
 #: THEORY §2.3: the 1/d_eff approximation is within ~10 % for kappa/d <= 0.05.
 DEFF_RTOL = 0.10
@@ -220,6 +254,104 @@ def claim_escape_time(quick: bool, rng):
     return rows
 
 
+#: Log-log slope tolerance for the three-stage exponents.  The fitted slopes over
+#: d = 1e4..1e10 carry finite-d corrections: the subleading terms of d_eff are of relative
+#: order d^-(margin) with margin = min(2|r2 - r1|, |2 r1 - r2|, ...) >= 0.2 for the chosen
+#: points, and the escape time from m0 = d_eff^-1/2 has relative O(m0^2 log m0) corrections
+#: (d_eff = 47 at d = 1e4 in stage 1).  Measured: at most 0.035 (r1 = 0.25, stage 1).
+SLOPE_TOL = 0.05
+#: ODE escape time vs the leading-order formula T_iso(m0)/A at the largest d (d = 1e10):
+#: the dropped terms are relative O(1/d_eff) and O(kappa <w,theta>^2) (measured <= 1.3 %).
+PREFACTOR_RTOL = 0.03
+#: Fixed alignment exponent and one r2 per stage: r2 < r1, r1 < r2 < 2 r1, r2 > 2 r1.
+STAGE_POINTS = {0.2: (0.05, 0.3, 0.6), 0.25: (0.1, 0.375, 0.7)}
+
+
+def stage_exponents(r1: float, r2: float, s: int) -> dict:
+    r"""Predicted log-log exponents in :math:`d` at :math:`\kappa = d^{r_2}`, :math:`\cos\alpha = d^{-r_1}`.
+
+    Returns ``{"stage", "d_eff", "pre", "nor"}``: the stage (1: :math:`r_2 > 2r_1`, 2:
+    :math:`r_1 < r_2 < 2r_1`, 3: :math:`r_2 < r_1`), the exponent ``e`` of :math:`d_{\rm eff}`
+    (THEORY §2.3), of the preconditioned escape time :math:`(s-2)e/2` and of the normalized
+    one :math:`se/2 - 1` (claim ``three_stages``; valid for ``0 <= r2 < 1``, ``s >= 3``).
+
+    >>> stage_exponents(0.2, 0.6, 4)
+    {'stage': 1, 'd_eff': 0.4, 'pre': 0.4, 'nor': -0.2}
+    """
+    if r2 > 2 * r1:
+        stage, e = 1, 1 - r2
+    elif r2 > r1:
+        stage, e = 2, 1 - 2 * (r2 - r1)
+    else:
+        stage, e = 3, 1.0
+    e = round(e, 12)
+    return {"stage": stage, "d_eff": e, "pre": round((s - 2) * e / 2, 12), "nor": round(s * e / 2 - 1, 12)}
+
+
+def three_stage_points(r1: float, r2: float, ds, *, student=STUDENT, teacher=TEACHER, a_star=A_STAR,
+                       level: float = 0.5) -> dict:
+    r"""d_eff and the ODE escape times of the normalized and preconditioned flows from
+    :math:`m_0 = d_{\rm eff}^{-1/2}` at each ``d`` of ``ds`` (arrays), plus the leading-order
+    formulas ``pre_formula`` = :math:`T_{\rm iso}(m_0)` and ``nor_formula`` = :math:`T_{\rm iso}(m_0)/A`,
+    :math:`A = (d+\kappa)/d_{\rm eff}`."""
+    out = {k: [] for k in ("d_eff", "nor", "pre", "nor_formula", "pre_formula")}
+    for d in ds:
+        d = int(round(d))
+        kappa, align = float(d) ** r2, float(d) ** (-r1)
+        deff = effective_dimension(d, kappa, align)
+        m0 = deff ** -0.5
+        times = {}
+        for flow in ("normalized", "preconditioned"):
+            p = SpikedProblem(student, teacher, kappa=kappa, align=align, flow=flow, d=d, a_star=a_star)
+            times[flow] = p.escape_time(p.initial_state(m0=m0), level=level)
+        t_iso = isotropic_escape_time(p, m0, level)
+        out["d_eff"].append(deff)
+        out["nor"].append(times["normalized"])
+        out["pre"].append(times["preconditioned"])
+        out["pre_formula"].append(t_iso)
+        out["nor_formula"].append(t_iso * deff / (d + kappa))
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+def claim_three_stages(quick: bool, rng):
+    ds = np.logspace(4, 10, 5 if quick else 9)
+    r1_values = (0.2,) if quick else (0.2, 0.25)
+    probe = SpikedProblem(STUDENT, TEACHER, kappa=0.0, align=1.0, a_star=A_STAR)
+    s_exp = int(np.flatnonzero(np.abs(probe.gamma[1:]) > 1e-12)[0]) + 1   # information exponent of c_j alpha_j
+    slope = lambda y: float(np.polyfit(np.log(ds), np.log(y), 1)[0])  # noqa: E731
+    rows = []
+    for r1 in r1_values:
+        for r2 in STAGE_POINTS[r1]:
+            pred = stage_exponents(r1, r2, s_exp)
+            pts = three_stage_points(r1, r2, ds)
+            meas = {"d_eff": slope(pts["d_eff"]), "pre": slope(pts["pre"]), "nor": slope(pts["nor"])}
+            ratio = {"pre": pts["pre"][-1] / pts["pre_formula"][-1], "nor": pts["nor"][-1] / pts["nor_formula"][-1]}
+            tag = f"stage {pred['stage']}, r1={r1:g}, r2={r2:g}, s={s_exp}"
+            rng_d = f"d = 1e4..1e10 ({ds.size} points); d_eff = {pts['d_eff'][0]:.4g} .. {pts['d_eff'][-1]:.4g}"
+            rows.append(ClaimResult(
+                PAPER, f"three_stages d_eff ({tag})", predicted=pred["d_eff"], measured=round(meas["d_eff"], 4),
+                tolerance=SLOPE_TOL, passed=abs(meas["d_eff"] - pred["d_eff"]) <= SLOPE_TOL,
+                details=f"log-log slope of d_eff(d^r2, d^-r1); {rng_d}"))
+            rows.append(ClaimResult(
+                PAPER, f"three_stages preconditioned time ({tag})",
+                predicted=f"slope {pred['pre']:g} = (s-2)/2 * {pred['d_eff']:g} (THEORY d_eff law)",
+                measured=f"slope {meas['pre']:.4f}; T/T_iso(m0) = {ratio['pre']:.4f} at d = 1e10",
+                tolerance=f"slope {SLOPE_TOL}, prefactor {PREFACTOR_RTOL:.0%}",
+                passed=abs(meas["pre"] - pred["pre"]) <= SLOPE_TOL and abs(ratio["pre"] - 1) <= PREFACTOR_RTOL,
+                details=f"ODE time to m_Sigma = 1/2 from m0 = d_eff^-1/2, ||Sigma^1/2 w0|| = 1; "
+                        f"T = {pts['pre'][0]:.4g} .. {pts['pre'][-1]:.4g}"))
+            rows.append(ClaimResult(
+                PAPER, f"three_stages normalized time ({tag})",
+                predicted=f"slope {pred['nor']:g} = s/2 * {pred['d_eff']:g} - 1 (T_pre d_eff/(d+kappa))",
+                measured=f"slope {meas['nor']:.4f}; T/(T_iso(m0)/A) = {ratio['nor']:.4f} at d = 1e10",
+                tolerance=f"slope {SLOPE_TOL}, prefactor {PREFACTOR_RTOL:.0%}",
+                passed=abs(meas["nor"] - pred["nor"]) <= SLOPE_TOL and abs(ratio["nor"] - 1) <= PREFACTOR_RTOL,
+                details=(f"||w0|| = 1; the THEORY d_eff law would give slope {pred['pre']:g} "
+                         f"(off by {meas['nor'] - pred['pre']:+.3f}); "
+                         f"T = {pts['nor'][0]:.4g} .. {pts['nor'][-1]:.4g}")))
+    return rows
+
+
 CLAIMS = [
     Claim(PAPER, "spherical_stalls",
           "spherical gradient flow stalls at the equator under a spike even when theta = u; the normalized flow escapes",
@@ -232,4 +364,8 @@ CLAIMS = [
           claim_preconditioning),
     Claim(PAPER, "escape_time", "the effective dimension d_eff(kappa, alignment) predicts the escape time",
           claim_escape_time),
+    Claim(PAPER, "three_stages",
+          "the three sample-complexity stages as kappa grows: exponents of d_eff and of the preconditioned and "
+          "normalized escape times",
+          claim_three_stages),
 ]
