@@ -406,6 +406,12 @@ def _he_k(k: int) -> Activation:
     return _hermite_activation(f"he{k}", exact, description=f"h_{k} = He_{k}/sqrt({k}!) (normalised Hermite)")
 
 
+def _logcosh(z):
+    """``log cosh z = |z| + log1p(exp(-2|z|)) - log 2`` (no overflow)."""
+    a = np.abs(np.asarray(z, dtype=float))
+    return a + np.log1p(np.exp(-2.0 * a)) - math.log(2.0)
+
+
 def _builtin(name: str) -> Activation:
     if name == "relu":
         return Activation(
@@ -431,6 +437,10 @@ def _builtin(name: str) -> Activation:
         return Activation("tanh", np.tanh, lambda z: 1.0 - np.tanh(z) ** 2,  # sech^2 without cosh overflow
                           description="tanh(z); numeric coefficients",
                           sympy_builder=lambda: __import__("sympy").tanh(_h.z_symbol()))
+    if name == "logcosh":
+        return Activation("logcosh", _logcosh, np.tanh,
+                          description="log cosh(z) (derivative tanh, bounded); numeric coefficients",
+                          sympy_builder=lambda: __import__("sympy").log(__import__("sympy").cosh(_h.z_symbol())))
     if name == "erf":
         return Activation(
             "erf", lambda z: _erf(np.asarray(z) / math.sqrt(2.0)),
@@ -459,7 +469,7 @@ def _builtin(name: str) -> Activation:
 
 
 #: Registered names (``heK`` and the ``hermite:``/``poly:`` prefixes are patterns).
-_NAMES = ("relu", "abs", "sign", "tanh", "erf", "sigmoid", "softplus", "gelu", "silu", "identity")
+_NAMES = ("relu", "abs", "sign", "tanh", "logcosh", "erf", "sigmoid", "softplus", "gelu", "silu", "identity")
 ACTIVATION_SPECS = _NAMES + ("heK", "hermite:c0,c1,...", "poly:<expr in z>")
 _BUILTIN_CACHE: dict = {}
 #: Parsed spec strings -> Activation (so repeated look-ups reuse the cached coefficients).

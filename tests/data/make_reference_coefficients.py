@@ -21,6 +21,7 @@ FUNCS = {
     "abs": lambda z: abs(z),
     "sign": lambda z: mp.sign(z),
     "tanh": mp.tanh,
+    "logcosh": lambda z: mp.log(mp.cosh(z)),
     "erf": lambda z: mp.erf(z / mp.sqrt(2)),
     "sigmoid": lambda z: 1 / (1 + mp.exp(-z)),
     "softplus": lambda z: mp.log1p(mp.exp(z)),
