@@ -11,10 +11,11 @@ from __future__ import annotations
 
 def _papers():
     from .bagj2021 import CLAIMS as bagj
+    from .lee2024 import CLAIMS as lee
     from .mousavi2023 import CLAIMS as mousavi
     from .simsek2025 import CLAIMS as simsek
 
-    return {"2411.08798": simsek, "2003.10409": bagj, "2309.03843": mousavi}
+    return {"2411.08798": simsek, "2003.10409": bagj, "2309.03843": mousavi, "2406.01581": lee}
 
 
 def __getattr__(name):
