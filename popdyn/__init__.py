@@ -42,7 +42,10 @@ from .models.committee import (CommitteeProblem, add_eps_g, classic_initial_stat
 from .models.multi_index import MultiIndexProblem, gram, index_vectors
 from .models.multi_index_sim import initial_weights
 from .models.single_index import SingleIndexProblem, escape_samples, step_size
-from .models.spiked import SpikedProblem, effective_dimension, escape_time_grid, kappa_critical, min_unlabeled
+from .models.reuse import ReuseProblem, predicted_samples, student_survey, tanh_logcosh
+from .models.reuse_sim import samples_to_reach, scaling_study, two_phase
+from .models.spiked import (SimulatedEscape, SpikedProblem, effective_dimension, escape_grid_simulation,
+                            escape_time_grid, kappa_critical, min_unlabeled, plot_escape_points)
 from .models.single_index_sim import first_passage
 from .ode import integrate
 from .simulate import initial_state, register_stepper, simulate
@@ -61,6 +64,9 @@ __all__ = [
     "MultiIndexProblem", "gram", "index_vectors",
     "SingleIndexProblem", "escape_samples", "step_size", "first_passage",
     "SpikedProblem", "effective_dimension", "escape_time_grid", "kappa_critical", "min_unlabeled",
+    "escape_grid_simulation", "plot_escape_points", "SimulatedEscape",
+    "ReuseProblem", "predicted_samples", "student_survey", "tanh_logcosh", "samples_to_reach", "scaling_study",
+    "two_phase",
     "CovarianceProblem", "load_covariance", "load_direction",
     "CommitteeProblem", "eps_g", "add_eps_g", "simulate_committee", "classic_problem", "classic_initial_state",
     # verbs

@@ -147,6 +147,8 @@ def _problem_from_args(args, *, n_neurons=None):
 MODELS = ("multi-index", "single-index", "committee", "spiked")
 #: Dimension when --d is not given (a covariance file sets its own).
 DEFAULT_D = 500
+#: Batch reuse: default per-sample step scale eta * d / batch (THEORY.md §2.2, §5.14).
+DEFAULT_ETA_TILDE = 0.5
 #: Default activations per model (the committee machine's classic is erf, Saad-Solla's g;
 #: the spiked-covariance example of arXiv 2309.03843 is a ReLU neuron and an h4 target).
 DEFAULT_ACTIVATION = {"multi-index": ("he3", "he3"), "single-index": ("he3", "he3"), "committee": ("erf", "erf"),
@@ -204,6 +206,22 @@ def _model_problem(args):
         args.d = DEFAULT_D
     if model == "multi-index":
         return _problem_from_args(args)
+    reuse_args = getattr(args, "reuse", None) is not None or getattr(args, "interpolation", None) is not None
+    if reuse_args and model != "single-index":
+        raise ValueError(f"`--reuse` / `--interpolation` apply to --model single-index only (batch reuse, "
+                         f"arXiv 2406.01581), got --model {model}.")
+    if getattr(args, "eta_tilde", None) is not None and not reuse_args:
+        raise ValueError("`--eta-tilde` (per-sample step eta*d/batch) applies with `--reuse` only; "
+                         "otherwise give --eta or --delta.")
+    if model == "single-index" and reuse_args:
+        from .models.reuse import ReuseProblem
+
+        if args.loss != "correlation":
+            raise ValueError(f"`--loss` must be 'correlation' with `--reuse` (the paper's Phase I: squared loss "
+                             f"with a vanishing second layer is the correlation loss), got {args.loss!r}.")
+        return ReuseProblem(args.student, args.teacher, reuse=1 if args.reuse is None else args.reuse,
+                            interpolation=1.0 if args.interpolation is None else args.interpolation,
+                            a_star=args.a_star)
     if model == "single-index":
         from .models.single_index import SingleIndexProblem
 
@@ -270,6 +288,14 @@ def cmd_loss(args) -> int:
 
 
 def _eta(args):
+    eta_tilde = getattr(args, "eta_tilde", None)
+    if eta_tilde is not None or getattr(args, "reuse", None) is not None or getattr(args, "interpolation", None) is not None:
+        given = [n for n in ("eta", "delta") if getattr(args, n) is not None]
+        if eta_tilde is not None and given:
+            raise ValueError(f"give either `--eta-tilde` or `--{given[0]}`, not both.")
+        if not given:  # batch reuse: the per-sample step scale eta*d/batch (THEORY §2.2 uses 0.5)
+            et = DEFAULT_ETA_TILDE if eta_tilde is None else eta_tilde
+            return et * getattr(args, "batch", 1) / args.d
     if args.eta is not None and args.delta is not None:
         raise ValueError("give either `--eta` or `--delta` (eta = delta/d), not both.")
     if args.eta is not None:
@@ -288,6 +314,8 @@ def _init(text):
 
 def cmd_predict(args) -> int:
     model = args.model
+    if model == "single-index" and (args.reuse is not None or args.interpolation is not None):
+        return _predict_reuse(args)
     if model == "single-index":
         return _predict_single_index(args)
     if model == "committee":
@@ -376,6 +404,51 @@ def _predict_single_index(args) -> int:
     for method, v in samples.items():
         print(f"  {method:<11} {v:.6g}")
     print(f"ODE to t = {out['t_final']:.6g} ({out['time_unit']}): m = {out['m_final']:.6g}")
+    _print_saved(out)
+    return EXIT_OK
+
+
+def _predict_reuse(args) -> int:
+    import dataclasses
+    import math
+
+    import numpy as np
+
+    from .models.reuse import predicted_samples
+    from .ode import integrate
+
+    problem = _model_problem(args)
+    eta = _eta(args)
+    batch = args.batch
+    eta_tilde = eta * args.d / batch
+    m0 = 1.0 / math.sqrt(args.d) if args.init == "uniform" else float(_init(args.init))
+    online = dataclasses.replace(problem, reuse=1, interpolation=1.0)
+    samples = {"reuse": predicted_samples(problem, args.d, eta_tilde=eta_tilde, m0=m0, m_target=args.m_target),
+               "online (reuse 1, same step)": predicted_samples(online, args.d, eta_tilde=eta_tilde, m0=m0,
+                                                                m_target=args.m_target)}
+    coeffs = problem.drift_coefficients(2, eta_tilde)
+    n = samples["reuse"]
+    t_end = args.t_end if args.t_end is not None else (1.5 * eta_tilde * n / args.d if math.isfinite(n) else 1e3)
+    traj = integrate(problem, m0, t_end, eta=eta, d=args.d, batch=batch)
+    out = {"model": "reuse", "problem": problem.describe(), "d": args.d, "eta": eta, "batch": batch,
+           "eta_tilde": eta_tilde, "m0": m0, "m_target": args.m_target, "predicted_samples": samples,
+           "drift_coefficients": [float(c) for c in coeffs],
+           "effective_exponent": problem.effective_exponent(eta_tilde),
+           "information_exponent": problem.information_exponent, "t_final": float(traj.t[-1]),
+           "time_unit": traj.time_unit, "m_final": float(np.ravel(traj.final("m"))[0]), "message": traj.message}
+    _save_and_plot(args, traj, "m", out)
+    if args.json:
+        _dump(out)
+        return EXIT_OK
+    print(f"single-index SGD with batch reuse {problem.reuse} (interpolation {problem.interpolation:g}), "
+          f"{problem.student.name} / {problem.teacher.name}, d = {args.d}, batch = {batch}, eta = {eta:.6g} "
+          f"(eta_tilde = eta d / B = {eta_tilde:.6g})")
+    print(f"  drift per sample, d -> inf: D(m) = {coeffs[0]:.6g} {coeffs[1]:+.6g} m {coeffs[2]:+.6g} m^2 + ...; "
+          f"effective exponent {out['effective_exponent']} (information exponent {problem.information_exponent})")
+    print(f"  samples for |m| to go from {m0:.4g} to {args.m_target} (mean path; inf = stalls):")
+    for k, v in samples.items():
+        print(f"    {k:<28} {v:.6g}")
+    print(f"  ODE to t = {out['t_final']:.6g} ({out['time_unit']}): m = {out['m_final']:.6g}")
     _print_saved(out)
     return EXIT_OK
 
@@ -673,6 +746,15 @@ def _add_model_args(p) -> None:
                    help="spiked: spherical, covariance-normalised (default) or preconditioned flow")
     g.add_argument("--n-unlabeled", type=_pos_int, default=None,
                    help="spiked, preconditioned: unlabelled samples for the empirical covariance (default: exact Sigma)")
+    g.add_argument("--reuse", type=int, default=None,
+                   help="single-index: consecutive gradient steps on each minibatch (default 1 = online SGD; 2 = "
+                        "the batch reuse of arXiv 2406.01581); given, it selects the batch-reuse model, correlation loss")
+    g.add_argument("--interpolation", type=float, default=None,
+                   help="single-index with --reuse: xi in (0, 1], w <- normalize((1 - xi) w_old + xi w_new) "
+                        "after the reused steps (default 1 = none)")
+    g.add_argument("--eta-tilde", type=_pos_float, default=None,
+                   help=f"single-index with --reuse: per-sample step scale eta*d/batch (default {DEFAULT_ETA_TILDE} "
+                        "when neither --eta nor --delta is given)")
 
 
 def _add_problem_args(p, *, neurons: bool = True, student="he3", teacher="he3", n=4) -> None:

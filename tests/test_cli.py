@@ -572,3 +572,38 @@ def test_covariance_file_not_positive_definite(tmp_path):
     assert "positive definite" in usage_error("predict", "--model", "spiked", "--covariance", path)
     assert "does not exist" in usage_error("predict", "--model", "spiked", "--covariance", tmp_path / "none.txt")
     assert "`--direction` applies" in usage_error("predict", "--model", "single-index", "--direction", path)
+
+
+# -- batch reuse (arXiv 2406.01581) ----------------------------------------------------------------
+def test_predict_reuse_vs_online():
+    out = ok_json("predict", "--model", "single-index", "--reuse", 2, "--student", "tanh", "--teacher", "he3",
+                  "--d", 2000)
+    assert out["model"] == "reuse" and out["eta_tilde"] == pytest.approx(0.5, rel=1e-12)
+    assert out["drift_coefficients"][0] == pytest.approx(-0.05564, abs=1e-5)    # THEORY §5.14
+    assert out["effective_exponent"] == 1 and out["information_exponent"] == 3
+    assert np.isfinite(out["predicted_samples"]["reuse"])
+    assert out["predicted_samples"]["online (reuse 1, same step)"] is None      # stalls (JSON null = inf)
+    assert abs(out["m_final"]) > 0.5
+
+
+def test_simulate_and_compare_reuse(tmp_path):
+    out = ok_json("simulate", "--model", "single-index", "--reuse", 2, "--student", "tanh", "--teacher", "he3",
+                  "--d", 1000, "--batch", 1, "--t-end", 1, "--engine", "exact", "--replicas", 4, "--quiet")
+    assert out["final_mean"]["m"] < 0.3   # drifts toward -theta from m0 = 0.3
+    res = ok_json("compare", "--model", "single-index", "--reuse", 2, "--student", "tanh", "--teacher", "he3",
+                  "--d", 2000, "--batch", 1, "--t-end", 4, "--engine", "exact", "--init", 0.1, "--replicas", 16,
+                  "--quiet", "--plot", "", cwd=tmp_path)
+    assert res["overlaps"] == ["m"] and res["meta"]["problem"]["reuse"] == 2
+    assert res["max_abs_deviation"] <= 5 * res["max_standard_error"]
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--model", "single-index", "--reuse", 0], "`reuse` must be an integer >= 1"),
+    (["--model", "single-index", "--reuse", 2, "--interpolation", 1.5], "interpolation"),
+    (["--model", "spiked", "--reuse", 2], "apply to --model single-index only"),
+    (["--model", "single-index", "--reuse", 2, "--loss", "squared"], "`--loss` must be 'correlation'"),
+    (["--model", "single-index", "--reuse", 2, "--eta-tilde", 0.5, "--eta", 0.01], "not both"),
+    (["--model", "single-index", "--eta-tilde", 0.5], "applies with `--reuse` only"),
+])
+def test_reuse_usage_errors(args, fragment):
+    assert fragment in usage_error("predict", *args)
