@@ -925,11 +925,9 @@ class ReuseProblem:
 
     def ode_initial_state(self, m0) -> dict:
         """Validate ``m0`` (a real number in [-1, 1]) and return ``{"m": 0-d array}``."""
-        arr = np.asarray(m0, dtype=float) if not isinstance(m0, (str, bytes)) else None
-        if arr is None or arr.size != 1:
-            raise ValueError(f"`m0` must be a single alignment in [-1, 1], got {m0!r}.")
-        m = check_real("m0", float(arr.reshape(())), lower=-1.0, upper=1.0)
-        return {"m": np.array(m)}
+        from .single_index import alignment_state
+
+        return alignment_state(m0)
 
     def ode_validate_options(self, *, eta=None, d=None, batch=1, eta_tilde=None, time_unit=None) -> dict:
         r"""Resolve the step: ``eta`` with ``d`` and ``batch`` (:math:`\tilde\eta = \eta d/B`), or ``eta_tilde``.

@@ -133,6 +133,7 @@ from .._io import atomic_write_json, versions
 from .._validation import check_choice, check_init_scalar, check_int, check_real
 from ..errors import NumericalError
 from .multi_index_sim import fast_evaluator
+from .single_index_sim import initial_alignment
 
 __all__ = ["ReuseExactStepper", "ReuseFullStepper", "TwoPhaseResult", "two_phase", "ReachResult",
            "samples_to_reach", "ScalingStudy", "scaling_study", "initial_state", "INIT_CHOICES"]
@@ -295,14 +296,8 @@ class ReuseExactStepper(_Base):
         if _n_neurons(problem) != 1:
             raise ValueError(f"the exact engine simulates one neuron per replica; the problem has n_neurons="
                              f"{_n_neurons(problem)}. Use engine='full'.")
-        rng = streams["init"]
-        n = 1 if config.same_init else self.R
-        if self.kind == "uniform":
-            g = rng.standard_normal(n)
-            m0 = g / np.sqrt(g * g + 2.0 * rng.standard_gamma((self.d - 1) / 2.0, size=n))
-        else:
-            m0 = np.full(n, self.m0_value)
-        self.m0 = m0[0] if config.same_init else m0
+        self.m0 = initial_alignment(self.kind, self.m0_value, self.d, streams["init"],
+                                    1 if config.same_init else self.R, config.same_init)
         self.df = self.d - 2
 
     @property

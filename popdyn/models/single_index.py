@@ -289,6 +289,16 @@ def _power_eval(coef: np.ndarray, m) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 # the problem
 # --------------------------------------------------------------------------------------
+def alignment_state(m0) -> dict:
+    """ODE state of a one-neuron model: validate ``m0`` (one real number in [-1, 1]) and
+    return ``{"m": 0-d array}`` (shared by the single-index and batch-reuse models)."""
+    arr = np.asarray(m0, dtype=float) if not isinstance(m0, (str, bytes)) else None
+    if arr is None or arr.size != 1:
+        raise ValueError(f"`m0` must be a single alignment in [-1, 1], got {m0!r}.")
+    m = check_real("m0", float(arr.reshape(())), lower=-1.0, upper=1.0)
+    return {"m": np.array(m)}
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class SingleIndexProblem:
     r"""One student neuron on the sphere learning :math:`y = a^*\sigma^*(\theta\cdot x)`.
@@ -489,11 +499,7 @@ class SingleIndexProblem:
 
     def ode_initial_state(self, m0) -> dict:
         """Validate ``m0`` (a real number in [-1, 1]) and return ``{"m": 0-d array}``."""
-        arr = np.asarray(m0, dtype=float) if not isinstance(m0, (str, bytes)) else None
-        if arr is None or arr.size != 1:
-            raise ValueError(f"`m0` must be a single alignment in [-1, 1], got {m0!r}.")
-        m = check_real("m0", float(arr.reshape(())), lower=-1.0, upper=1.0)
-        return {"m": np.array(m)}
+        return alignment_state(m0)
 
     def ode_validate_options(self, *, eta=None, d=None, batch=1, delta=None, eta0=None, exponent=None,
                              time_unit=None) -> dict:

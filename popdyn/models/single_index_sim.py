@@ -126,6 +126,18 @@ def initial_state(problem, d, *, init="uniform", model_rng=None, init_rng=None, 
     return theta, W0, W0 @ theta
 
 
+def initial_alignment(kind, m0_value, d, rng, n, same_init):
+    r"""Initial alignments of the d-free engines: ``kind == "uniform"`` draws the law of
+    :math:`\theta\cdot w` for Haar ``w``, :math:`g_1/\sqrt{g_1^2 + \chi^2_{d-1}}`; otherwise
+    every replica starts at ``m0_value``.  ``n`` draws; a scalar when ``same_init``."""
+    if kind == "uniform":
+        g = rng.standard_normal(n)
+        m0 = g / np.sqrt(g * g + 2.0 * rng.standard_gamma((d - 1) / 2.0, size=n))
+    else:
+        m0 = np.full(n, m0_value)
+    return m0[0] if same_init else m0
+
+
 class _Kernel:
     """Fast per-sample labels and forces shared by both engines (Horner for polynomials)."""
 
@@ -258,14 +270,8 @@ class SingleIndexExactStepper(_Base):
 
     def __init__(self, problem, config, streams):
         super().__init__(problem, config)
-        rng = streams["init"]
-        n = 1 if config.same_init else self.R
-        if self.kind == "uniform":
-            g = rng.standard_normal(n)
-            m0 = g / np.sqrt(g * g + 2.0 * rng.standard_gamma((self.d - 1) / 2.0, size=n))
-        else:
-            m0 = np.full(n, self.m0_value)
-        self.m0 = m0[0] if config.same_init else m0
+        self.m0 = initial_alignment(self.kind, self.m0_value, self.d, streams["init"],
+                                    1 if config.same_init else self.R, config.same_init)
         self._half_df = (self.d - 2) / 2.0
 
     @property
