@@ -164,6 +164,7 @@ from .._validation import check_choice, check_int, check_real
 from ..activations import Activation, get_activation
 from ..errors import NumericalError
 from ..simulate import register_stepper
+from .single_index import AlignmentODE
 
 __all__ = [
     "ReuseProblem",
@@ -209,8 +210,6 @@ MAX_EXPONENT_ORDER = 8
 ODE_TIME_UNITS = ("t = eta * steps", "samples / d")
 _TIME_ALIASES = {"eta*steps": "t = eta * steps", "t=eta*steps": "t = eta * steps",
                  "samples/d": "samples / d", "tau": "samples / d"}
-#: During integration, ``|m| - 1`` above this means the solver left [-1, 1].
-M_DRIFT_TOL = 1e-6
 #: The unnormalised :math:`He_3 + He_4` (THEORY.md §1.4 caution; as in tests/test_exponents.py).
 HE34 = "poly:z**3-3*z+z**4-6*z**2+3"
 
@@ -369,7 +368,7 @@ def tanh_logcosh(b_tanh: float = 0.0, b_logcosh: float = 1.0) -> Activation:
 # the problem
 # --------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True, eq=False)
-class ReuseProblem:
+class ReuseProblem(AlignmentODE):
     r"""One student neuron trained by spherical SGD that reuses each minibatch ``reuse`` times.
 
     See the module docstring for the model, the drift :math:`D_r(m)` and its derivation.
@@ -920,14 +919,6 @@ class ReuseProblem:
     # -- ODE protocol (popdyn.ode) ----------------------------------------------------------
     #: Name recorded in ``Trajectory.model``.
     ode_model = "reuse"
-    #: One scalar state, the alignment ``m``.
-    ode_state_names = ("m",)
-
-    def ode_initial_state(self, m0) -> dict:
-        """Validate ``m0`` (a real number in [-1, 1]) and return ``{"m": 0-d array}``."""
-        from .single_index import alignment_state
-
-        return alignment_state(m0)
 
     def ode_validate_options(self, *, eta=None, d=None, batch=1, eta_tilde=None, time_unit=None) -> dict:
         r"""Resolve the step: ``eta`` with ``d`` and ``batch`` (:math:`\tilde\eta = \eta d/B`), or ``eta_tilde``.
@@ -968,16 +959,6 @@ class ReuseProblem:
         """``|m|``, shape ``(1,)`` (escape = reaching ``|m| >= level`` on either side)."""
         return np.atleast_1d(np.abs(np.asarray(state["m"], dtype=float)))
 
-    def ode_unit_speed(self, deriv) -> np.ndarray:
-        """``|dm/dt|``, shape ``(1,)``."""
-        return np.atleast_1d(np.abs(np.asarray(deriv["m"], dtype=float)))
-
-    def ode_check_state(self, state) -> str | None:
-        """A reason when ``|m|`` exceeds 1 by more than ``M_DRIFT_TOL``."""
-        m = float(np.asarray(state["m"]))
-        if abs(m) > 1.0 + M_DRIFT_TOL:
-            return f"the alignment left [-1, 1] (m = {m:.9g}); tighten `rtol`"
-        return None
 
 
 def _sympy_zero():

@@ -364,19 +364,7 @@ class ReuseExactStepper(_Base):
             alpha /= norm
             beta /= norm
             gamma /= norm[:, None]
-        if self.xi != 1.0:
-            alpha *= self.xi
-            alpha += 1.0 - self.xi
-            beta *= self.xi
-            gamma *= self.xi
-            norm = self._norm(alpha, beta, gamma, Ft)
-            alpha /= norm
-            beta /= norm
-        out = m * alpha
-        out += root * beta
-        if not math.isfinite(float(out.sum())):  # NaN/inf anywhere makes the sum non-finite
-            self._fail()
-        return np.clip(out, -1.0, 1.0, out=out)
+        return self._interpolate_and_read(m, root, alpha, beta, gamma, lambda a, b, g: self._norm(a, b, g, Ft))
 
     def _update_online(self, m, root, z, s, chi2, y):
         """``update`` for ``B = 1`` on ``(R,)`` arrays (``S = chi2``; same arithmetic, less overhead)."""
@@ -403,17 +391,22 @@ class ReuseExactStepper(_Base):
             alpha /= norm
             beta /= norm
             gamma /= norm
+        return self._interpolate_and_read(m, root, alpha, beta, gamma, lambda a, b, g: self._norm1(a, b, g, chi2))
+
+    def _interpolate_and_read(self, m, root, alpha, beta, gamma, norm):
+        """Interpolation step ``normalize((1 - xi) w0 + xi w_r)`` on the coefficients, then the new
+        alignment ``theta . w = m alpha + sqrt(1 - m^2) beta`` (``norm(alpha, beta, gamma)`` is |w|)."""
         if self.xi != 1.0:
             alpha *= self.xi
             alpha += 1.0 - self.xi
             beta *= self.xi
             gamma *= self.xi
-            norm = self._norm1(alpha, beta, gamma, chi2)
-            alpha /= norm
-            beta /= norm
+            n = norm(alpha, beta, gamma)
+            alpha /= n
+            beta /= n
         out = m * alpha
         out += root * beta
-        if not math.isfinite(float(out.sum())):
+        if not math.isfinite(float(out.sum())):  # NaN/inf anywhere makes the sum non-finite
             self._fail()
         return np.clip(out, -1.0, 1.0, out=out)
 

@@ -299,8 +299,31 @@ def alignment_state(m0) -> dict:
     return {"m": np.array(m)}
 
 
+class AlignmentODE:
+    """ODE-protocol pieces shared by the one-neuron models (state ``m`` in [-1, 1]):
+    :class:`SingleIndexProblem` and :class:`popdyn.models.reuse.ReuseProblem`."""
+
+    #: One scalar state, the alignment ``m`` (trajectory overlap of shape ``(n_times, 1)``).
+    ode_state_names = ("m",)
+
+    def ode_initial_state(self, m0) -> dict:
+        """Validate ``m0`` (a real number in [-1, 1]) and return ``{"m": 0-d array}``."""
+        return alignment_state(m0)
+
+    def ode_unit_speed(self, deriv) -> np.ndarray:
+        """``|dm/dt|``, shape ``(1,)``."""
+        return np.atleast_1d(np.abs(np.asarray(deriv["m"], dtype=float)))
+
+    def ode_check_state(self, state) -> str | None:
+        """A reason when ``|m|`` exceeds 1 by more than ``M_DRIFT_TOL``."""
+        m = float(np.asarray(state["m"]))
+        if abs(m) > 1.0 + M_DRIFT_TOL:
+            return f"the alignment left [-1, 1] (m = {m:.9g}); tighten `rtol`"
+        return None
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
-class SingleIndexProblem:
+class SingleIndexProblem(AlignmentODE):
     r"""One student neuron on the sphere learning :math:`y = a^*\sigma^*(\theta\cdot x)`.
 
     See the module docstring for the model, the ODE and its derivation.
@@ -494,12 +517,6 @@ class SingleIndexProblem:
     # -- ODE protocol (popdyn.ode) ----------------------------------------------------------
     #: Name recorded in ``Trajectory.model``.
     ode_model = "single_index"
-    #: One scalar state, the alignment ``m`` (trajectory overlap of shape ``(n_times, 1)``).
-    ode_state_names = ("m",)
-
-    def ode_initial_state(self, m0) -> dict:
-        """Validate ``m0`` (a real number in [-1, 1]) and return ``{"m": 0-d array}``."""
-        return alignment_state(m0)
 
     def ode_validate_options(self, *, eta=None, d=None, batch=1, delta=None, eta0=None, exponent=None,
                              time_unit=None) -> dict:
@@ -544,17 +561,6 @@ class SingleIndexProblem:
     def ode_escape_observable(self, state) -> np.ndarray:
         """``m`` itself, shape ``(1,)`` (escape = reaching ``m >= level``)."""
         return np.atleast_1d(np.asarray(state["m"], dtype=float))
-
-    def ode_unit_speed(self, deriv) -> np.ndarray:
-        """``|dm/dt|``, shape ``(1,)``."""
-        return np.atleast_1d(np.abs(np.asarray(deriv["m"], dtype=float)))
-
-    def ode_check_state(self, state) -> str | None:
-        """A reason when ``|m|`` exceeds 1 by more than ``M_DRIFT_TOL``."""
-        m = float(np.asarray(state["m"]))
-        if abs(m) > 1.0 + M_DRIFT_TOL:
-            return f"the alignment left [-1, 1] (m = {m:.9g}); tighten `rtol`"
-        return None
 
     def describe(self) -> dict:
         """JSON-friendly parameters (for results' ``meta``)."""
