@@ -11,6 +11,7 @@ from collections.abc import Iterable
 import numpy as np
 
 __all__ = [
+    "check_time_unit",
     "check_init_scalar",
     "check_int",
     "check_real",
@@ -102,3 +103,14 @@ def check_init_scalar(init, choices, *, name: str = "init", lower: float = 0.0, 
         return "scalar", check_real(name, init, lower=lower, upper=upper, lower_open=open_bounds,
                                     upper_open=open_bounds and upper is not None)
     return None
+
+
+def check_time_unit(value, choices, aliases) -> str | None:
+    """``None`` stays ``None``; otherwise the canonical time unit from ``choices``, after
+    mapping space-free ``aliases`` (e.g. ``"steps/d"``); a TypeError/ValueError names
+    ``time_unit`` and lists the choices."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"`time_unit` must be a string, got {value!r}.")
+    return check_choice("time_unit", aliases.get(value.replace(" ", ""), value), choices)

@@ -160,7 +160,7 @@ import numbers
 
 import numpy as np
 
-from .._validation import check_choice, check_int, check_real
+from .._validation import check_choice, check_int, check_real, check_time_unit
 from ..activations import Activation, get_activation
 from ..errors import NumericalError
 from ..simulate import register_stepper
@@ -311,12 +311,7 @@ def _power_eval(coef, m) -> np.ndarray:
 
 
 def _unit(time_unit):
-    if time_unit is None:
-        return None
-    if not isinstance(time_unit, str):
-        raise TypeError(f"`time_unit` must be a string, got {time_unit!r}.")
-    key = _TIME_ALIASES.get(time_unit.replace(" ", ""), time_unit)
-    return check_choice("time_unit", key, ODE_TIME_UNITS)
+    return check_time_unit(time_unit, ODE_TIME_UNITS, _TIME_ALIASES)
 
 
 def tanh_logcosh(b_tanh: float = 0.0, b_logcosh: float = 1.0) -> Activation:

@@ -141,7 +141,7 @@ import math
 
 import numpy as np
 
-from .._validation import check_choice, check_int, check_real
+from .._validation import check_choice, check_int, check_real, check_time_unit
 from ..activations import Activation, get_activation
 from ..errors import NumericalError
 from ..simulate import register_stepper
@@ -182,12 +182,7 @@ M_DRIFT_TOL = 1e-6
 
 
 def _unit(time_unit):
-    if time_unit is None:
-        return None
-    if not isinstance(time_unit, str):
-        raise TypeError(f"`time_unit` must be a string, got {time_unit!r}.")
-    key = _TIME_ALIASES.get(time_unit.replace(" ", ""), time_unit)
-    return check_choice("time_unit", key, ODE_TIME_UNITS)
+    return check_time_unit(time_unit, ODE_TIME_UNITS, _TIME_ALIASES)
 
 
 def step_size(d, *, eta=None, delta=None, eta0=None, exponent=None) -> float:
