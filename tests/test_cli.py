@@ -111,8 +111,11 @@ def test_cite_all():
     assert "eprint    = {2411.08798}" in bib and "eprint    = {2403.05529}" in bib
 
 
-@pytest.mark.parametrize("command, eprints", [("compare", ["2411.08798"]), ("verify", ["2411.08798", "2003.10409", "2309.03843"]),
-                                              ("activations", [])])
+MODEL_PAPERS = ["2411.08798", "2003.10409", "2309.03843", "2406.01581"]
+
+
+@pytest.mark.parametrize("command, eprints", [("compare", MODEL_PAPERS), ("verify", MODEL_PAPERS),
+                                              ("threshold", ["2411.08798"]), ("activations", [])])
 def test_cite_before_command(command, eprints):
     bib = ok_text("--cite", command)
     assert _entries(bib)[0] == "popdyn" and len(_entries(bib)) == 1 + len(eprints)
