@@ -115,7 +115,7 @@ MODEL_PAPERS = ["2411.08798", "2003.10409", "2309.03843", "2406.01581"]
 
 
 @pytest.mark.parametrize("command, eprints", [("compare", MODEL_PAPERS), ("verify", MODEL_PAPERS),
-                                              ("threshold", ["2411.08798"]), ("activations", [])])
+                                              ("activations", [])])
 def test_cite_before_command(command, eprints):
     bib = ok_text("--cite", command)
     assert _entries(bib)[0] == "popdyn" and len(_entries(bib)) == 1 + len(eprints)
