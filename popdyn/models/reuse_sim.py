@@ -130,16 +130,15 @@ from pathlib import Path
 import numpy as np
 
 from .._io import atomic_write_json, versions
-from .._validation import check_choice, check_init_scalar, check_int, check_real
+from .._validation import check_choice, check_int, check_real
 from ..errors import NumericalError
+from ..simulate import _root_from_record, _root_sequence, _streams
 from .multi_index_sim import fast_evaluator
-from .single_index_sim import initial_alignment
+from .single_index_sim import INIT_CHOICES, ScalarAlignmentState, _parse_init, initial_alignment, spherical_start
 
 __all__ = ["ReuseExactStepper", "ReuseFullStepper", "TwoPhaseResult", "two_phase", "ReachResult",
            "samples_to_reach", "ScalingStudy", "scaling_study", "initial_state", "INIT_CHOICES"]
 
-#: Documented forms of ``init``.
-INIT_CHOICES = ("'uniform'", "a float m0 in [-1, 1]")
 #: Random numbers drawn per block by :func:`samples_to_reach` (exact engine): bounds memory
 #: (~16 MB) while amortising the cost of a generator call over many iterations.
 _BLOCK_NUMBERS = 2_000_000
@@ -168,21 +167,8 @@ def _check_problem(problem):
     return problem
 
 
-def _parse_init(init):
-    """``("uniform", None)`` or ``("m0", float)``."""
-    head = check_init_scalar(init, INIT_CHOICES, lower=-1.0, upper=1.0, open_bounds=False)
-    if head is None:
-        raise TypeError(f"`init` must be one of {', '.join(INIT_CHOICES)}; got {init!r}.")
-    return ("m0", head[1]) if head[0] == "scalar" else head
-
-
 def _init_json(init):
     return init if isinstance(init, str) else float(init)
-
-
-def _unit_rows(A):
-    A /= np.sqrt(np.einsum("...d,...d->...", A, A))[..., None]
-    return A
 
 
 def initial_state(problem, d, *, init="uniform", model_rng=None, init_rng=None, replicas=1, same_init=True,
@@ -194,18 +180,9 @@ def initial_state(problem, d, *, init="uniform", model_rng=None, init_rng=None, 
     ``n_neurons`` (default 1).
     """
     _check_problem(problem)
-    d = check_int("d", d, minimum=2)
     N = _n_neurons(problem) if n_neurons is None else check_int("n_neurons", n_neurons, minimum=1)
-    kind, m0 = _parse_init(init)
-    theta = _unit_rows(model_rng.standard_normal(d))
     lead = (N,) if same_init else (check_int("replicas", replicas, minimum=1), N)
-    r = init_rng.standard_normal(lead + (d,))
-    if kind == "uniform":
-        W0 = _unit_rows(r)
-    else:
-        r -= (r @ theta)[..., None] * theta
-        W0 = m0 * theta + math.sqrt(max(0.0, 1.0 - m0 * m0)) * _unit_rows(r)
-    return theta, W0, W0 @ theta
+    return spherical_start(init, d, lead, model_rng, init_rng)
 
 
 def _n_neurons(problem) -> int:
@@ -276,7 +253,7 @@ def _bartlett(rng, lead, B, df):
     return F
 
 
-class ReuseExactStepper(_Base):
+class ReuseExactStepper(ScalarAlignmentState, _Base):
     r"""Exact d-free batch-reuse SGD on the alignment ``m`` of one neuron (module docstring;
     cost per iteration ``O(R r B^2)``, independent of ``d``).
 
@@ -299,19 +276,6 @@ class ReuseExactStepper(_Base):
         self.m0 = initial_alignment(self.kind, self.m0_value, self.d, streams["init"],
                                     1 if config.same_init else self.R, config.same_init)
         self.df = self.d - 2
-
-    @property
-    def constants(self) -> dict:
-        return {}
-
-    def init_state(self) -> dict:
-        """``{"m": (R,)}``."""
-        m = np.empty(self.R)
-        m[...] = self.m0
-        return {"m": m}
-
-    def observe(self, state) -> dict:
-        return {"m": state["m"].copy()}
 
     def work_per_step(self) -> float:
         return float(30 * self.R * self.reuse * self.B * self.B)
@@ -529,45 +493,9 @@ class ReuseFullStepper(_Base):
 # --------------------------------------------------------------------------------------
 # shared helpers of the drivers
 # --------------------------------------------------------------------------------------
-def _root_seed(rng):
-    """``(SeedSequence, record)``: a root sequence and a JSON record that rebuilds it
-    (:func:`_seed_from_record`).
-
-    ``None`` draws fresh OS entropy and records it (so every run is reproducible from its
-    ``meta``); an int or a SeedSequence is used as is; a Generator contributes a seed drawn
-    from it (so two calls with it differ)."""
-    if rng is None:
-        rng = np.random.SeedSequence()
-    elif isinstance(rng, np.random.Generator):
-        rng = np.random.SeedSequence(int(rng.integers(0, 2**63)))
-    elif isinstance(rng, numbers.Integral) and not isinstance(rng, bool):
-        if int(rng) < 0:
-            raise ValueError(f"`rng` must be a non-negative int seed, got {rng}.")
-        return np.random.SeedSequence(int(rng)), int(rng)
-    elif not isinstance(rng, np.random.SeedSequence):
-        raise TypeError(f"`rng` must be an int seed, a numpy.random.Generator, a SeedSequence or None; got {rng!r}.")
-    ent = rng.entropy
-    ent = str(int(ent)) if isinstance(ent, numbers.Integral) else [str(int(e)) for e in ent]
-    return rng, {"entropy": ent, "spawn_key": [int(k) for k in rng.spawn_key]}
-
-
-def _seed_from_record(rec) -> np.random.SeedSequence:
-    if isinstance(rec, numbers.Integral):
-        return np.random.SeedSequence(int(rec))
-    ent = rec["entropy"]
-    ent = int(ent) if isinstance(ent, str) else [int(e) for e in ent]
-    return np.random.SeedSequence(ent, spawn_key=tuple(rec["spawn_key"]))
-
-
 def _child(root: np.random.SeedSequence, *key) -> np.random.SeedSequence:
     """A child sequence addressed by ``key`` (independent of spawn order: used for resumes)."""
     return np.random.SeedSequence(root.entropy, spawn_key=tuple(root.spawn_key) + tuple(int(k) for k in key))
-
-
-def _streams(root) -> dict:
-    from ..simulate import STREAMS
-
-    return {name: np.random.default_rng(c) for name, c in zip(STREAMS, root.spawn(len(STREAMS)))}
 
 
 def _check_progress(progress):
@@ -743,7 +671,7 @@ def two_phase(problem, *, d, n_neurons, eta_tilde, batch=1, phase1_samples, phas
     R = check_int("replicas", replicas, minimum=1)
     _parse_init(init)
     progress = _check_progress(progress)
-    root, seed_rec = _root_seed(rng)
+    root, seed_rec = _root_sequence(rng)
     phase1_root, phase2_root = root.spawn(2)
 
     # ---- Phase I ------------------------------------------------------------------------
@@ -960,7 +888,7 @@ def samples_to_reach(problem, d, *, eta_tilde, batch=1, m_target=0.5, replicas, 
     max_samples = check_int("max_samples", max_samples, minimum=1)
     engine = check_choice("engine", engine, ("exact", "full"))
     _parse_init(init)
-    root, seed_rec = _root_seed(rng)
+    root, seed_rec = _root_sequence(rng)
     max_iter = max_samples // batch
     if max_iter < 1:
         raise ValueError(f"`max_samples` = {max_samples} is less than one minibatch (batch = {batch}).")
@@ -1136,9 +1064,9 @@ def scaling_study(problem, dims, *, eta_tilde, batch=1, m_target=0.5, replicas, 
     saved = _read_scaling(path) if path is not None and path.exists() else None
     if rng is None and saved is not None:
         seed_rec = saved["params"]["seed"]
-        root = _seed_from_record(seed_rec)
+        root = _root_from_record(seed_rec)
     else:
-        root, seed_rec = _root_seed(rng)
+        root, seed_rec = _root_sequence(rng)
     params = json.loads(json.dumps({
         "problem": problem.describe(), "batch": batch, "m_target": m_target, "replicas": replicas,
         "init": _init_json(init), "engine": engine, "seed": seed_rec}))

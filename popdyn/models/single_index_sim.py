@@ -113,11 +113,20 @@ def initial_state(problem, d, *, init="uniform", model_rng=None, init_rng=None, 
     """
     if not isinstance(problem, SingleIndexProblem):
         raise TypeError(f"`problem` must be a SingleIndexProblem, got {type(problem).__name__}.")
+    lead = () if same_init else (check_int("replicas", replicas, minimum=1),)
+    return spherical_start(init, d, lead, model_rng, init_rng)
+
+
+def spherical_start(init, d, lead, model_rng, init_rng):
+    r"""Haar teacher direction ``theta`` (d,) and unit initial weights ``W0`` of shape
+    ``lead + (d,)``: Haar (``init="uniform"``) or at alignment exactly ``m0`` (a float),
+    :math:`w_0 = m_0\theta + \sqrt{1 - m_0^2}\,r` with ``r`` uniform on the sphere of
+    :math:`\theta^\perp`.  Returns ``(theta, W0, W0 @ theta)`` (shared by the one-neuron
+    models' full engines)."""
     d = check_int("d", d, minimum=2)
     kind, m0 = _parse_init(init)
     theta = _unit_rows(model_rng.standard_normal(d))
-    lead = () if same_init else (check_int("replicas", replicas, minimum=1),)
-    r = init_rng.standard_normal(lead + (d,))
+    r = init_rng.standard_normal(tuple(lead) + (d,))
     if kind == "uniform":
         W0 = _unit_rows(r)
     else:
@@ -264,15 +273,9 @@ class SingleIndexFullStepper(_Base):
         W /= norm[:, None]
 
 
-class SingleIndexExactStepper(_Base):
-    r"""Exact d-free online SGD on the alignment ``m`` (module docstring; cost per step
-    ``O(R B)``, independent of ``d``)."""
-
-    def __init__(self, problem, config, streams):
-        super().__init__(problem, config)
-        self.m0 = initial_alignment(self.kind, self.m0_value, self.d, streams["init"],
-                                    1 if config.same_init else self.R, config.same_init)
-        self._half_df = (self.d - 2) / 2.0
+class ScalarAlignmentState:
+    """Stepper-protocol pieces of the d-free one-neuron engines (single-index and batch
+    reuse): the dynamic state is ``{"m": (R,)}``, started at ``self.m0``; no constants."""
 
     @property
     def constants(self) -> dict:
@@ -286,6 +289,17 @@ class SingleIndexExactStepper(_Base):
 
     def observe(self, state) -> dict:
         return {"m": state["m"].copy()}
+
+
+class SingleIndexExactStepper(ScalarAlignmentState, _Base):
+    r"""Exact d-free online SGD on the alignment ``m`` (module docstring; cost per step
+    ``O(R B)``, independent of ``d``)."""
+
+    def __init__(self, problem, config, streams):
+        super().__init__(problem, config)
+        self.m0 = initial_alignment(self.kind, self.m0_value, self.d, streams["init"],
+                                    1 if config.same_init else self.R, config.same_init)
+        self._half_df = (self.d - 2) / 2.0
 
     def work_per_step(self) -> float:
         return float(20 * self.R * self.B)
