@@ -43,14 +43,10 @@ A. Mousavi-Hosseini, D. Wu, T. Suzuki, M. A. Erdogdu, arXiv 2309.03843; THEORY.m
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from .._validation import check_init_scalar, check_int
-from ..errors import NumericalError
 from .covariance import INIT_CHOICES, CovarianceProblem
-from .multi_index_sim import fast_evaluator
 from .spiked_sim import SpikedStepper
 
 __all__ = ["CovarianceStepper", "sample_inputs", "initial_state"]
@@ -99,9 +95,10 @@ def initial_state(problem, d, *, init="uniform", model_rng=None, init_rng=None, 
 class CovarianceStepper(SpikedStepper):
     r"""Online SGD / multi-pass GD with dense :math:`\Sigma` (stepper protocol; module docstring).
 
-    Inherits ``teacher_labels``, ``loss``, ``gradient``, ``update``, ``init_state`` and
-    ``observe`` from :class:`~popdyn.models.spiked_sim.SpikedStepper` and overrides the
-    :math:`\Sigma` operations, the sampling, the overlaps and the metadata.
+    Inherits ``teacher_labels``, ``loss``, ``gradient``, ``update``, ``step``, ``init_state``,
+    ``observe`` and the dataset/preconditioner set-up from
+    :class:`~popdyn.models.spiked_sim.SpikedStepper`, and overrides the :math:`\Sigma`
+    operations, the sampling, the overlaps and the metadata.
 
     Attributes
     ----------
@@ -124,28 +121,7 @@ class CovarianceStepper(SpikedStepper):
         self.sigma, self.L = problem.sigma, problem.cholesky
         self.u, self._W0 = initial_state(problem, self.d, init=config.init, model_rng=streams["model"],
                                          init_rng=streams["init"], replicas=self.R, same_init=config.same_init)
-        self.u_norm = float(np.linalg.norm(self.u))
-        self._Su = problem.sigma_u
-        self._phi = fast_evaluator(problem.student)
-        self._dphi = fast_evaluator(problem.student, derivative=True)
-        self._g = fast_evaluator(problem.teacher)
-        self.data = self.labels = None
-        self.batch = config.batch
-        if self.algorithm == "gd":
-            n = config.n_samples
-            self.data = sample_inputs(streams["data"], (self.R, n), self.L)
-            self.labels = self.teacher_labels(self.data)
-            self.batch = n if config.batch is None else min(config.batch, n)
-            if config.batch is not None and config.batch > n:
-                warnings.warn(f"`batch` = {config.batch} exceeds `n_samples` = {n}; using full-batch GD.",
-                              stacklevel=4)
-        self.P = None
-        n_unl = problem.n_unlabeled
-        if self.flow == "preconditioned" and n_unl is not None:
-            U = sample_inputs(streams["data"], (self.R, int(n_unl)), self.L)
-            self.P = np.linalg.inv(np.matmul(U.transpose(0, 2, 1), U) / float(n_unl))
-            if not np.all(np.isfinite(self.P)):
-                raise NumericalError("the empirical covariance is singular to working precision.")
+        self._setup(problem, config, streams)
 
     # -- dense Sigma operations (override the spiked closed forms) -----------------------------
     def sigma_dot(self, W) -> np.ndarray:
@@ -185,11 +161,3 @@ class CovarianceStepper(SpikedStepper):
         return {"engine": "full", "flow": self.flow, "init": init, "batch_used": self.batch,
                 "n_unlabeled": None if self.P is None else int(self.problem.n_unlabeled),
                 "initial": {k: np.asarray(v).tolist() for k, v in ov.items()}}
-
-    def step(self, state, rng) -> None:
-        """One SGD / GD step in place on ``state["W"]`` (``rng``: the noise stream)."""
-        if self.algorithm == "sgd":
-            X = self.sample(rng, (self.R, self.batch))
-            self.update(state["W"], X, self.teacher_labels(X))
-            return
-        super().step(state, rng)  # "gd": the stored dataset, full batch or epoch minibatches

@@ -263,10 +263,15 @@ class SpikedStepper:
         self.theta, self.u, self._W0 = initial_state(
             problem, self.d, init=config.init, model_rng=streams["model"], init_rng=streams["init"],
             replicas=self.R, same_init=config.same_init)
-        self.u_norm = float(np.linalg.norm(self.u))
-        self._Su = self.sigma_dot(self.u)
+        self._setup(problem, config, streams)
+
+    def _setup(self, problem, config, streams) -> None:
+        """Shared by the subclasses: activations, the ``"gd"`` dataset and the empirical
+        preconditioner, all through :meth:`sample` and :meth:`sigma_dot`."""
         from ..activations import get_activation
 
+        self.u_norm = float(np.linalg.norm(self.u))
+        self._Su = self.sigma_dot(self.u)
         student, teacher = get_activation(problem.student), get_activation(problem.teacher)
         self._phi = fast_evaluator(student)
         self._dphi = fast_evaluator(student, derivative=True)
@@ -275,19 +280,23 @@ class SpikedStepper:
         self.batch = config.batch
         if self.algorithm == "gd":
             n = config.n_samples
-            self.data = sample_inputs(streams["data"], (self.R, n), self.theta, self.kappa)
+            self.data = self.sample(streams["data"], (self.R, n))
             self.labels = self.teacher_labels(self.data)
             self.batch = n if config.batch is None else min(config.batch, n)
             if config.batch is not None and config.batch > n:
                 warnings.warn(f"`batch` = {config.batch} exceeds `n_samples` = {n}; using full-batch GD.",
-                              stacklevel=4)
+                              stacklevel=5)
         self.P = None
+        n_unl = problem.n_unlabeled
         if self.flow == "preconditioned" and n_unl is not None:
-            U = sample_inputs(streams["data"], (self.R, int(n_unl)), self.theta, self.kappa)
-            S = np.matmul(U.transpose(0, 2, 1), U) / float(n_unl)
-            self.P = np.linalg.inv(S)
+            U = self.sample(streams["data"], (self.R, int(n_unl)))
+            self.P = np.linalg.inv(np.matmul(U.transpose(0, 2, 1), U) / float(n_unl))
             if not np.all(np.isfinite(self.P)):
                 raise NumericalError("the empirical covariance is singular to working precision.")
+
+    def sample(self, rng, shape) -> np.ndarray:
+        """Inputs of shape ``shape + (d,)``."""
+        return sample_inputs(rng, shape, self.theta, self.kappa)
 
     # -- geometry ----------------------------------------------------------------------
     def sigma_dot(self, W) -> np.ndarray:
@@ -402,7 +411,7 @@ class SpikedStepper:
         """One SGD / GD step in place on ``state["W"]`` (``rng``: the noise stream)."""
         W = state["W"]
         if self.algorithm == "sgd":
-            X = sample_inputs(rng, (self.R, self.batch), self.theta, self.kappa)
+            X = self.sample(rng, (self.R, self.batch))
             self.update(W, X, self.teacher_labels(X))
             return
         n = self.config.n_samples
