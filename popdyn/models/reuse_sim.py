@@ -1016,8 +1016,11 @@ def scaling_study(problem, dims, *, eta_tilde, batch=1, m_target=0.5, replicas, 
         Dimensions (distinct, ``>= 2``).
     eta_tilde : float or callable
         Per-sample step scale, or a function ``d -> eta_tilde``.
-    batch, m_target, replicas, init, engine
+    batch, m_target, replicas, engine
         As in :func:`samples_to_reach`.
+    init : "uniform", float or callable
+        As in :func:`samples_to_reach`, or a function ``d -> m0`` (e.g. ``lambda d: d**-0.5``,
+        the typical start, for every ``d``).
     max_samples : int or callable
         Censoring horizon, or a function ``d -> int``.
     rng : int, SeedSequence or None
@@ -1056,7 +1059,11 @@ def scaling_study(problem, dims, *, eta_tilde, batch=1, m_target=0.5, replicas, 
     replicas = check_int("replicas", replicas, minimum=1)
     engine = check_choice("engine", engine, ("exact", "full"))
     level = check_real("level", level, lower=0.0, upper=1.0, lower_open=True, upper_open=True)
-    _parse_init(init)
+    if callable(init):
+        init_of, init_rec = (lambda d: _parse_init(float(init(d)))[1]), "callable (per-d values in rows)"
+    else:
+        _parse_init(init)
+        init_of, init_rec = (lambda d: init), _init_json(init)
     if isinstance(rng, np.random.Generator):
         raise TypeError("`rng` must be an int seed, a SeedSequence or None here (a Generator cannot be "
                         "recorded for resuming).")
@@ -1069,7 +1076,7 @@ def scaling_study(problem, dims, *, eta_tilde, batch=1, m_target=0.5, replicas, 
         root, seed_rec = _root_sequence(rng)
     params = json.loads(json.dumps({
         "problem": problem.describe(), "batch": batch, "m_target": m_target, "replicas": replicas,
-        "init": _init_json(init), "engine": engine, "seed": seed_rec}))
+        "init": init_rec, "engine": engine, "seed": seed_rec}))
     done = {}
     if saved is not None:
         if saved["params"] != params:
@@ -1081,16 +1088,17 @@ def scaling_study(problem, dims, *, eta_tilde, batch=1, m_target=0.5, replicas, 
     rows_json = dict(done)
     samples = {}
     for d in dims:
-        eta_d, max_d = eta_of(d), max_of(d)
+        eta_d, max_d, init_d = eta_of(d), max_of(d), init_of(d)
         key = str(d)
-        if key in done and (done[key]["eta_tilde"] != eta_d or done[key]["max_samples"] != max_d):
+        if key in done and (done[key]["eta_tilde"] != eta_d or done[key]["max_samples"] != max_d
+                            or done[key].get("init", _init_json(init_d)) != _init_json(init_d)):
             raise ValueError(f"`out` {str(path)!r} holds d={d} with eta_tilde={done[key]['eta_tilde']}, "
-                             f"max_samples={done[key]['max_samples']}, now {eta_d}, {max_d}; delete it or "
-                             "use another path.")
+                             f"max_samples={done[key]['max_samples']}, init={done[key].get('init')}, now {eta_d}, "
+                             f"{max_d}, {_init_json(init_d)}; delete it or use another path.")
         if key not in done:
             res = samples_to_reach(problem, d, eta_tilde=eta_d, batch=batch, m_target=m_target, replicas=replicas,
-                                   max_samples=max_d, init=init, rng=_child(root, d), engine=engine)
-            rows_json[key] = {"eta_tilde": eta_d, "max_samples": max_d,
+                                   max_samples=max_d, init=init_d, rng=_child(root, d), engine=engine)
+            rows_json[key] = {"eta_tilde": eta_d, "max_samples": max_d, "init": _init_json(init_d),
                               "samples": [None if not np.isfinite(v) else float(v) for v in res.samples],
                               "wall_time_s": res.meta["wall_time_s"]}
             if path is not None:

@@ -369,43 +369,35 @@ def fit_slope(ds, values) -> float:
     return float(np.polyfit(np.log(np.asarray(ds, float)), np.log(np.asarray(values, float)), 1)[0])
 
 
-#: Bootstrap resamples (replicas resampled within each d) for the slope's standard error.
-N_BOOTSTRAP = 300
-
 
 def reach_study(problem: ReuseProblem, dims, eta_of, *, replicas: int, rng=0, batch: int = 1) -> dict:
     r"""Samples to :math:`|m| = 1/2` from :math:`m_0 = d^{-1/2}` (exact engine) and the mean path, per ``d``.
 
     ``eta_of(d)`` gives :math:`\tilde\eta`.  Replicas are censored at ``HORIZON_FACTOR`` times
     the mean-path prediction (:func:`~popdyn.models.reuse.predicted_samples`, same start).
-    Returns ``dims``, ``medians``, ``predicted``, ``fraction_reached``, ``slope``,
-    ``slope_se`` (bootstrap), ``predicted_slope`` and the per-replica ``samples``.
+    The simulation, medians, fitted slope and its bootstrap standard error are
+    :func:`popdyn.models.reuse_sim.scaling_study`'s.  Returns ``dims``, ``medians``,
+    ``predicted``, ``fraction_reached``, ``slope``, ``slope_se``, ``predicted_slope`` and the
+    per-replica ``samples``.
     """
-    from popdyn.models.reuse_sim import samples_to_reach
+    from popdyn.models.reuse_sim import scaling_study
 
-    gen = np.random.default_rng(rng)
     dims = list(dims)
-    pred, samples = [], []
+    pred = {}
     for d in dims:
         eta = float(eta_of(d))
-        p = predicted_samples(problem, d, eta_tilde=eta)
-        if not math.isfinite(p):
+        pred[d] = predicted_samples(problem, d, eta_tilde=eta)
+        if not math.isfinite(pred[d]):
             raise ValueError(f"the mean path of {problem.describe()} stalls at d = {d}, eta_tilde = {eta:g}")
-        res = samples_to_reach(problem, d, eta_tilde=eta, batch=batch, replicas=replicas, init=d ** -0.5,
-                               max_samples=int(HORIZON_FACTOR * p) + batch, rng=int(gen.integers(2**62)))
-        pred.append(p)
-        samples.append(res.samples)
-    medians = [float(np.median(s)) for s in samples]
-    slope = fit_slope(dims, medians) if all(math.isfinite(m) for m in medians) else math.nan
-    boot = []
-    for _ in range(N_BOOTSTRAP):
-        meds = [np.median(s[gen.integers(0, s.size, s.size)]) for s in samples]
-        if all(math.isfinite(x) for x in meds):
-            boot.append(fit_slope(dims, meds))
-    return {"dims": dims, "medians": medians, "predicted": pred, "samples": samples,
-            "fraction_reached": [float(np.mean(np.isfinite(s))) for s in samples], "slope": slope,
-            "slope_se": float(np.std(boot)) if len(boot) > 1 else math.nan,
-            "predicted_slope": fit_slope(dims, pred), "replicas": replicas}
+    study = scaling_study(problem, dims, eta_tilde=lambda d: float(eta_of(d)), batch=batch, replicas=replicas,
+                          max_samples=lambda d: int(HORIZON_FACTOR * pred[d]) + batch, init=lambda d: d ** -0.5,
+                          rng=int(np.random.default_rng(rng).integers(2**62)))
+    medians = [r["median"] for r in study.rows]
+    complete = all(math.isfinite(m) for m in medians)  # a censored median voids the slope (no partial fit)
+    return {"dims": dims, "medians": medians, "predicted": [pred[d] for d in dims],
+            "samples": [study.samples[d] for d in dims], "fraction_reached": [r["fraction_reached"] for r in study.rows],
+            "slope": study.slope if complete else math.nan, "slope_se": study.slope_se if complete else math.nan,
+            "predicted_slope": fit_slope(dims, [pred[d] for d in dims]), "replicas": replicas}
 
 
 def reuse_slope_table(targets=("He3", "He4", "He3+He4"), *, dims=None, replicas=None, quick=True, rng=0) -> list:
@@ -442,8 +434,10 @@ def claim_reuse_slope(quick: bool, rng):
 #: IE p -> (eta0 of eta_tilde = eta0 d^(1 - p/2), quick dims, full dims); sigma = sigma* = h_p,
 #: start m0 = d^-1/2 (THEORY.md §1.6; eta0 = 0.25 for p = 4 as in theory/bagj2021).
 ONLINE_SETTINGS = {3: (0.5, (16, 32, 64), (16, 32, 64, 128)), 4: (0.25, (12, 16, 24), (12, 16, 24, 32, 48))}
-#: Replicas (quick, full).
-ONLINE_REPLICAS = (100, 400)
+#: Replicas (quick, full).  The quick grid spans only a factor 2 in d for IE 4, so its slope
+#: needs 400 replicas to be stable across seeds (100 gave 2.5..3.65 over seeds, SE 0.3-0.4;
+#: 400 gives 2.69..3.07, SE 0.14-0.19); each quick run takes ~2 s.
+ONLINE_REPLICAS = (400, 400)
 #: |measured - mean-path slope| allowed on top of 3 bootstrap SE: at these small d the median
 #: and the mean path differ by an O(1) factor that drifts with d (THEORY.md §1.6 table:
 #: median/ODE 1.55, 0.85, 1.10, 1.34 for d = 32..256), i.e. up to ~0.3 in slope over a factor 4 in d.
