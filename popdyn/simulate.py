@@ -41,7 +41,12 @@ three at construction, and ``"noise"`` is passed to every :meth:`step`).  It pro
 * ``observe(state) -> dict[str, ndarray]`` -- the overlaps, each of shape ``(R, ...)``;
 * ``constants`` (dict of ndarray) -- fixed arrays (e.g. ``V``) saved in checkpoints to
   verify a resume;
-* ``work_per_step() -> float`` -- rough cost of a step (automatic progress bar);
+* ``work_per_step() -> float`` -- rough cost of a step (multiply-adds; informational);
+* optionally ``check_state(state) -> str | None`` -- a sanity check called at every
+  recording time; a message makes :func:`simulate` raise
+  :class:`~popdyn.errors.NumericalError` with it (and the step and time);
+* optionally a static ``memory_terms(problem, config, n_times)`` refining the generic
+  lower bound of the run's memory (:func:`memory_terms`), checked before construction;
 * ``describe() -> dict`` -- JSON-friendly extra ``meta`` (e.g. the initial overlaps);
 * optionally a static ``initial_state(problem, d, *, init, model_rng, init_rng,
   replicas, same_init)`` used by :func:`initial_state`.
@@ -53,9 +58,10 @@ in ``meta["seed"]`` in a form that rebuilds it.  Four child streams are spawned 
 role*, not by replica, so that each step draws one ``(R, B, d)`` block (vectorised over
 replicas); a replica's path therefore depends on ``replicas``, and runs are
 reproducible for a fixed ``(seed, replicas)``.  With ``checkpoint=path`` the state is
-written atomically every ``checkpoint_every`` seconds (and/or ``checkpoint_steps``
-steps) and at the end; a later call with the same parameters resumes from it and
-returns exactly the arrays of an uninterrupted run.
+written atomically every ``checkpoint_every`` seconds (default ``CHECKPOINT_EVERY``;
+and/or ``checkpoint_steps`` steps), on SIGINT/SIGTERM and at the end; a later call with
+the same parameters resumes from it and returns exactly the arrays of an uninterrupted
+run.
 
 Examples
 --------
@@ -75,14 +81,15 @@ import importlib
 import io
 import json
 import numbers
-import sys
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
+from ._budget import DEFAULT_MAX_STEPS, available_memory, check_memory, check_steps, fmt_count, nbytes
 from ._io import atomic_write_bytes, versions
+from ._progress import DeferredInterrupts, Interrupted, Progress, signal_name
 from ._random import as_generator
 from ._validation import check_choice, check_finite_array, check_int, check_real
 from .errors import NumericalError
@@ -96,6 +103,9 @@ __all__ = [
     "make_stepper",
     "register_stepper",
     "SimulationConfig",
+    "memory_terms",
+    "check_run_memory",
+    "Interrupted",
     "ALGORITHMS",
     "STREAMS",
 ]
@@ -112,10 +122,15 @@ STREAMS = ("model", "init", "data", "noise")
 RECORD_CHOICES = ("log", "linear")
 #: The log-spaced gradient-flow grid starts this many decades below ``t_end``.
 GF_LOG_DECADES = 4
-#: Automatic progress bar when the estimated work (multiply-adds) exceeds this (~seconds).
-PROGRESS_WORK = 5e9
-#: Assumed integrator steps per recording interval of gradient flow (progress heuristic).
-_GF_STEPS_PER_INTERVAL = 1000
+#: Default seconds between periodic checkpoint writes.  A write of the README example's
+#: state (8 replicas x 4 neurons x d = 1000 plus the records, 340 kB) takes ~20 ms with
+#: fsync (measured, median of 160 writes on the shared development machine), i.e. ~0.4% of
+#: the run at this interval, and a crash or SIGKILL loses at most these few seconds.  SIGINT/SIGTERM lose nothing (a checkpoint is written on the way
+#: out).  When ``checkpoint_every`` is not given, the interval is stretched so that writes
+#: of a large state take at most ``MAX_CHECKPOINT_OVERHEAD`` of the wall time.
+CHECKPOINT_EVERY = 5.0
+#: Largest fraction of the wall time spent writing periodic checkpoints by default.
+MAX_CHECKPOINT_OVERHEAD = 0.05
 #: Record times given as an array are rounded to multiples of ``eta``; a larger relative
 #: mismatch than this triggers a warning (1e-9 absorbs the rounding of ``k * eta``).
 GRID_ROUND_TOL = 1e-9
@@ -363,6 +378,7 @@ def make_stepper(problem, *, d, algorithm="sgd", eta=None, batch=None, n_samples
     config = SimulationConfig(d=d, algorithm=algorithm, eta=eta, batch=batch, n_samples=n_samples,
                               replicas=replicas, init=init, same_init=same_init, rtol=rtol, atol=atol,
                               engine=engine)
+    check_run_memory(getattr(_lookup(problem, config.engine), "memory_terms", memory_terms)(problem, config, 2))
     root, _ = _root_sequence(rng)
     return _build(problem, config, root)
 
@@ -405,8 +421,8 @@ def initial_state(problem, d, *, init="uniform", rng=None, replicas=1, same_init
 # --------------------------------------------------------------------------------------
 # grids
 # --------------------------------------------------------------------------------------
-def _resolve_length(config: SimulationConfig, steps, t_end):
-    """``(n_steps or None, t_final)``."""
+def _resolve_length(config: SimulationConfig, steps, t_end, max_steps=None):
+    """``(n_steps or None, t_final)``; refuses more than ``max_steps`` steps before any work."""
     if config.algorithm == "gf":
         if steps is not None:
             raise ValueError("`steps` does not apply to algorithm 'gf' (continuous time); give `t_end`.")
@@ -419,9 +435,11 @@ def _resolve_length(config: SimulationConfig, steps, t_end):
         )
     if steps is not None:
         n = check_int("steps", steps, minimum=1)
+        check_steps(n, max_steps, what="this run (`steps`)", lower="`steps`")
         return n, n * config.eta
     t_end = check_real("t_end", t_end, lower=0.0, lower_open=True)
     n = int(np.rint(t_end / config.eta))
+    check_steps(n, max_steps, what=f"`t_end` = {t_end:g} with `eta` = {config.eta:g}", lower="`t_end`")
     if n < 1:
         raise ValueError(f"`t_end` = {t_end} is shorter than one step of eta = {config.eta}.")
     if abs(n * config.eta - t_end) > GRID_ROUND_TOL * t_end:
@@ -462,6 +480,65 @@ def _grid(config, n_steps, t_final, n_record, record):
     if times.size and np.max(np.abs(s * config.eta - times)) > tol:
         warnings.warn("`record` times were rounded to multiples of eta (t = eta * steps).", stacklevel=3)
     return np.unique(np.concatenate(([0], s, [n_steps])).astype(np.int64))
+
+
+# --------------------------------------------------------------------------------------
+# memory budget
+# --------------------------------------------------------------------------------------
+def _n_units(problem) -> int:
+    """Neurons of the student (``n_neurons`` or ``K``; 1 when the problem has neither)."""
+    for attr in ("n_neurons", "K"):
+        value = getattr(problem, attr, None)
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1:
+            return int(value)
+    return 1
+
+
+def memory_terms(problem, config: SimulationConfig, n_times: int) -> list:
+    r"""Lower bound of the arrays a run allocates, before any allocation.
+
+    Returns ``[(nbytes, description, {argument: value})]`` for the weights (replicas x
+    neurons x d), one minibatch of samples (``"sgd"``: replicas x batch x d), the dataset
+    (``"gd"``: replicas x n_samples x d) and the recorded overlaps (n_times x replicas x
+    neurons), in float64.  With ``engine="exact"`` the samples are low-dimensional, so
+    ``d`` is replaced by 1 (a lower bound).  A stepper class may refine this with a static
+    ``memory_terms(problem, config, n_times)`` of the same form.
+    """
+    R, d, N = config.replicas, config.d, _n_units(problem)
+    full = config.engine == "full"
+
+    def term(label, **dims):
+        if not full:
+            dims.pop("d", None)
+        names = " x ".join(dims)
+        values = " x ".join(fmt_count(v) for v in dims.values())
+        return (nbytes(*dims.values()), f"{label} {names} = {values}",
+                {k: v for k, v in dims.items() if k != "neurons"})
+
+    terms = [term("weights", replicas=R, neurons=N, d=d)]
+    if config.algorithm == "sgd":
+        terms.append(term("minibatch", replicas=R, batch=config.batch, d=d))
+    elif config.algorithm == "gd":
+        terms.append(term("dataset", replicas=R, n_samples=config.n_samples, d=d))
+    terms.append(term("records", n_record=n_times, replicas=R, neurons=N))
+    return terms
+
+
+def check_run_memory(terms: list, limit: int | None = None) -> None:
+    """Refuse a run whose arrays (:func:`memory_terms`) exceed the machine's memory.
+
+    The ``ValueError`` names the largest argument of the largest array, with the estimate
+    in GiB (:func:`popdyn._budget.check_memory`).
+    """
+    total = sum(t[0] for t in terms)
+    limit = available_memory() if limit is None else limit
+    if total <= limit:
+        return
+    size, what, drivers = max(terms, key=lambda t: t[0])
+    driver = max(drivers, key=lambda k: drivers[k])
+    flag = None if driver == "n_record" else "--" + driver.replace("_", "-")
+    check_memory(total, driver=driver, value=drivers[driver], limit=limit, flag=flag,
+                 what=what)
 
 
 # --------------------------------------------------------------------------------------
@@ -519,8 +596,8 @@ def _diff_params(saved: dict, now: dict, prefix="") -> list:
 # --------------------------------------------------------------------------------------
 def simulate(problem, *, d, algorithm="sgd", eta=None, steps=None, t_end=None, batch=None,
              n_samples=None, replicas=8, init="uniform", same_init=True, n_record=100, record="log",
-             rng=None, progress=None, checkpoint=None, checkpoint_every=60.0, checkpoint_steps=None,
-             rtol=1e-10, atol=1e-12, engine="full") -> Trajectory:
+             rng=None, progress=None, checkpoint=None, checkpoint_every=None, checkpoint_steps=None,
+             rtol=1e-10, atol=1e-12, engine="full", max_steps=DEFAULT_MAX_STEPS) -> Trajectory:
     r"""Simulate ``problem`` in dimension ``d`` and record its overlaps.
 
     Parameters
@@ -563,18 +640,31 @@ def simulate(problem, *, d, algorithm="sgd", eta=None, steps=None, t_end=None, b
         low-dimensional projections from the exact joint law (cost per step independent of
         ``d``), for models that register such a stepper.
     progress : bool or None
-        tqdm progress bar on stderr.  ``None``: on when stderr is a terminal and the run
-        is long (estimated work above ``PROGRESS_WORK`` multiply-adds).
+        Progress on stderr (:class:`popdyn._progress.Progress`): a tqdm bar when stderr is
+        a terminal, otherwise a plain line every ``PROGRESS_INTERVAL`` seconds (batch
+        jobs, pipes).  ``None``: only once the run has lasted ``PROGRESS_DELAY`` seconds
+        (short runs print nothing); ``True``: from the start; ``False``: silent.
     checkpoint : path, optional
         ``.npz`` file to save the state in (atomically), and to resume from when it
         exists and was written with the same parameters.  With ``rng=None`` the seed of
-        the checkpoint is adopted.
-    checkpoint_every : float
-        Seconds between checkpoint writes (``0`` = at every step or recording time).
+        the checkpoint is adopted.  With a checkpoint, SIGINT (Ctrl-C) and SIGTERM finish
+        the current step, write the checkpoint and raise
+        :class:`popdyn._progress.Interrupted` (a ``KeyboardInterrupt``) saying where it is;
+        the same call resumes.  A second signal stops at once.
+    checkpoint_every : float, optional
+        Seconds between periodic checkpoint writes (``0`` = at every step or recording
+        time).  Default ``CHECKPOINT_EVERY`` (5 s), stretched when a write is slow so that
+        writing takes at most ``MAX_CHECKPOINT_OVERHEAD`` of the run.
     checkpoint_steps : int, optional
         Also write every this many steps (``"gf"``: recording intervals).
     rtol, atol : float
         Tolerances of the DOP853 gradient-flow integrator (``"gf"`` only).
+    max_steps : int or None
+        Refuse (``ValueError``, before any work) a discrete run of more steps than this
+        (default ``DEFAULT_MAX_STEPS`` = 1e9, about a day at the fastest measured
+        throughput); ``None``: no limit.  Independently, a run whose arrays (weights,
+        minibatch, dataset, records; :func:`memory_terms`) exceed the machine's memory is
+        refused before allocating, naming the argument that drives the size.
 
     Returns
     -------
@@ -589,10 +679,13 @@ def simulate(problem, *, d, algorithm="sgd", eta=None, steps=None, t_end=None, b
     Raises
     ------
     ValueError, TypeError
-        Bad input, naming the argument; a checkpoint written with other parameters.
+        Bad input, naming the argument; a checkpoint written with other parameters; a run
+        above ``max_steps`` or the machine's memory.
     NumericalError
-        Non-finite weights or overlaps (reported with the step and time), or a failed
-        gradient-flow integration.
+        Non-finite weights or overlaps (reported with the step and time), a message from
+        the stepper's ``check_state``, or a failed gradient-flow integration.
+    popdyn._progress.Interrupted
+        SIGINT/SIGTERM during a run with a ``checkpoint`` (after writing it).
 
     Notes
     -----
@@ -605,18 +698,25 @@ def simulate(problem, *, d, algorithm="sgd", eta=None, steps=None, t_end=None, b
                               replicas=replicas, init=init, same_init=same_init, rtol=rtol, atol=atol,
                               engine=engine)
     factory = _lookup(problem, config.engine)
-    n_steps, t_final = _resolve_length(config, steps, t_end)
+    if max_steps is not None:
+        max_steps = check_int("max_steps", max_steps, minimum=1)
+    n_steps, t_final = _resolve_length(config, steps, t_end, max_steps)
     n_record = check_int("n_record", n_record, minimum=2)
-    grid = _grid(config, n_steps, t_final, n_record, record)
-    if progress is not None and not isinstance(progress, (bool, np.bool_)):
-        raise TypeError(f"`progress` must be True, False or None, got {progress!r}.")
-    checkpoint_every = check_real("checkpoint_every", checkpoint_every, lower=0.0)
-    if checkpoint_steps is not None:
-        checkpoint_steps = check_int("checkpoint_steps", checkpoint_steps, minimum=1)
-    path = None if checkpoint is None else Path(checkpoint)
+    check_run_memory([(nbytes(n_record, 2), f"recording grid 2 x n_record = 2 x {fmt_count(n_record)}",
+                       {"n_record": n_record})])
     if config.algorithm not in factory.algorithms:
         raise ValueError(f"`algorithm` must be one of {', '.join(map(repr, factory.algorithms))} for "
                          f"{type(problem).__name__}; got {config.algorithm!r}.")
+    grid = _grid(config, n_steps, t_final, n_record, record)
+    check_run_memory(getattr(factory, "memory_terms", memory_terms)(problem, config, int(grid.size)))
+    if progress is not None and not isinstance(progress, (bool, np.bool_)):
+        raise TypeError(f"`progress` must be True, False or None, got {progress!r}.")
+    if checkpoint_every is not None:
+        checkpoint_every = check_real("checkpoint_every", checkpoint_every, lower=0.0)
+    interval = CHECKPOINT_EVERY if checkpoint_every is None else checkpoint_every
+    if checkpoint_steps is not None:
+        checkpoint_steps = check_int("checkpoint_steps", checkpoint_steps, minimum=1)
+    path = None if checkpoint is None else Path(checkpoint)
 
     saved = _read_checkpoint(path) if path is not None and path.exists() else None
     if rng is None and saved is not None:
@@ -662,6 +762,8 @@ def simulate(problem, *, d, algorithm="sgd", eta=None, steps=None, t_end=None, b
     def tval(pos):
         return float(grid[pos]) if gf else pos * config.eta
 
+    check_state = getattr(stepper, "check_state", None)
+
     def observe(i, where):
         for name, arr in stepper.observe(state).items():
             if not np.all(np.isfinite(arr)):
@@ -670,30 +772,42 @@ def simulate(problem, *, d, algorithm="sgd", eta=None, steps=None, t_end=None, b
             if name not in recorded:
                 recorded[name] = np.empty((grid.size,) + arr.shape)
             recorded[name][i] = arr
+        if check_state is not None:
+            message = check_state(state)
+            if message:
+                raise NumericalError(str(message), step=None if gf else where, time=tval(where))
 
     def save(pos, n_done, complete=False):
+        nonlocal next_save
+        t0 = time.monotonic()
         header = {"format": CHECKPOINT_FORMAT, "params": params, "position": int(pos),
                   "n_recorded": int(n_done), "rng_state": noise.bit_generator.state, "complete": complete}
         _write_checkpoint(path, header, state, stepper.constants, recorded, n_done)
+        now = time.monotonic()
+        # default interval: stretched so that writes take at most MAX_CHECKPOINT_OVERHEAD of the run
+        wait = interval if checkpoint_every is not None else max(interval, (now - t0) / MAX_CHECKPOINT_OVERHEAD)
+        next_save = now + wait
 
-    # ---- progress bar ---------------------------------------------------------------------
+    # ---- progress, interrupts and the main loop ---------------------------------------------
     total = grid.size - 1 if gf else n_steps
-    if progress is None:
-        work = stepper.work_per_step() * (total * _GF_STEPS_PER_INTERVAL if gf else total)
-        progress = bool(work > PROGRESS_WORK and sys.stderr is not None and sys.stderr.isatty())
-    pbar = None
-    if progress:
-        from tqdm.auto import tqdm
+    unit = "interval" if gf else "step"
+    bar = Progress(total, desc=f"simulate {config.algorithm}", unit=unit,
+                   initial=(n_rec - 1 if gf and n_rec else position), enabled=progress)
+    guard = DeferredInterrupts(path is not None)  # silent: the one-line message comes from Interrupted
 
-        pbar = tqdm(total=total, initial=(n_rec - 1 if gf and n_rec else position), file=sys.stderr,
-                    desc=f"simulate {config.algorithm}", unit="interval" if gf else "step",
-                    mininterval=0.5, dynamic_ncols=True)
+    def stop(pos, n_done):
+        save(pos, n_done)
+        name = signal_name(guard.requested)
+        where = (f"recording interval {pos}/{total} (t = {tval(pos):.6g})" if gf
+                 else f"step {pos}/{n_steps} (t = {tval(pos):.6g})")
+        raise Interrupted(f"{_LABELS[config.algorithm]} stopped by {name} at {where}; checkpoint saved to "
+                          f"{str(path)!r}: rerun the same command to resume from there.",
+                          signum=guard.requested, checkpoint=str(path))
 
-    # ---- main loop ----------------------------------------------------------------------------
     started = time.monotonic()
-    next_save = started + checkpoint_every
+    next_save = started + interval
     try:
-        with np.errstate(all="ignore"):
+        with guard, np.errstate(all="ignore"):
             if n_rec == 0:
                 observe(0, 0)
                 n_rec = 1
@@ -707,12 +821,13 @@ def simulate(problem, *, d, algorithm="sgd", eta=None, steps=None, t_end=None, b
                         raise NumericalError(str(exc), time=float(grid[i - 1])) from exc
                     observe(i, i)
                     n_rec = i + 1
-                    if path is not None and (time.monotonic() >= next_save or (
-                            checkpoint_steps is not None and i % checkpoint_steps == 0)):
-                        save(i, n_rec)
-                        next_save = time.monotonic() + checkpoint_every
-                    if pbar is not None:
-                        pbar.update(1)
+                    if path is not None:
+                        if guard.requested is not None:
+                            stop(i, n_rec)
+                        if time.monotonic() >= next_save or (
+                                checkpoint_steps is not None and i % checkpoint_steps == 0):
+                            save(i, n_rec)
+                    bar.update(1)
                 position = grid.size - 1
             else:
                 marks = grid.tolist()
@@ -726,19 +841,20 @@ def simulate(problem, *, d, algorithm="sgd", eta=None, steps=None, t_end=None, b
                         observe(n_rec, s)
                         n_rec += 1
                         nxt = marks[n_rec] if n_rec < len(marks) else None
-                    if path is not None and (
-                            (checkpoint_steps is not None and s % checkpoint_steps == 0)
-                            or time.monotonic() >= next_save):
-                        save(s, n_rec)
-                        next_save = time.monotonic() + checkpoint_every
-                    if pbar is not None:
-                        pbar.update(1)
+                    if path is not None:
+                        if guard.requested is not None:
+                            stop(s, n_rec)
+                        if (checkpoint_steps is not None and s % checkpoint_steps == 0) or \
+                                time.monotonic() >= next_save:
+                            save(s, n_rec)
+                    bar.update(1)
                 position = n_steps
-        if path is not None:
-            save(position, n_rec, complete=True)
-    finally:
-        if pbar is not None:
-            pbar.close()
+            if path is not None:
+                save(position, n_rec, complete=True)
+    except BaseException:
+        bar.close(completed=False)
+        raise
+    bar.close()
 
     t = grid.astype(float) if gf else grid * config.eta
     meta = {

@@ -340,7 +340,9 @@ def test_initial_weights_on_span_and_laws():
     from popdyn.models.multi_index import index_vectors
 
     V = index_vectors(np.eye(2), 4, rng=0)
-    W = initial_weights(V, 1, init=[1.0, 0.0], rng=0)  # u0^T G^+ u0 = 1: w = v_1
+    # u0^T G^+ u0 = 1: w = v_1, computed without a square root of a rounding residual
+    # (the boundary is handled exactly), so rounding-level agreement holds on any BLAS
+    W = initial_weights(V, 1, init=[1.0, 0.0], rng=0)
     np.testing.assert_allclose(W[0], V[0], atol=INIT_TOL)
     # warm start law: u0 ~ N(0, m0^2 G); covariance entries within 5 SE (Wishart variances)
     G = gram("equiangular", 3, beta=0.4)
@@ -354,6 +356,37 @@ def test_initial_weights_on_span_and_laws():
     d = 10
     u = initial_weights(V, n, init="uniform", rng=4) @ V.T
     assert np.all(np.abs(u.T @ u / n * d - G) < 5 * se * 1.2)  # sphere variances are slightly smaller
+
+
+#: Orthogonal part sqrt(1 - q) for q = 1 - 1e-6: q has rounding error ~1e-15, so
+#: sqrt(1 - q) = 1e-3 is known to ~1e-15 / 2e-3 = 5e-13, i.e. 5e-10 relative.
+INSIDE_RTOL = 1e-8
+
+
+def test_initial_weights_boundary_is_exact():
+    """u0 = V w for unit w in span(V): q = u0^T G^+ u0 is 1 only up to rounding, yet the
+    orthogonal part must be exactly zero (the old code put sqrt(rounding) ~ 1e-8 there)."""
+    from popdyn.models.multi_index import index_vectors
+    from popdyn.models.multi_index_sim import boundary_tolerance
+
+    G = gram("equiangular", 3, beta=0.8)  # cond(G) = (1 + 2b) / (1 - b) = 13
+    V = index_vectors(G, 12, rng=2)
+    w = np.random.default_rng(0).standard_normal((6, 3)) @ V
+    w /= np.linalg.norm(w, axis=1, keepdims=True)
+    u0 = w @ V.T
+    q = np.einsum("ij,ij->i", u0, np.linalg.solve(G, u0.T).T)
+    assert np.all(np.abs(q - 1) < boundary_tolerance(np.linalg.eigvalsh(G)))
+    _, s, Vh = np.linalg.svd(V, full_matrices=False)
+    W = initial_weights(V, 6, init=u0, rng=1)
+    ortho = W - (W @ Vh.T) @ Vh
+    assert np.abs(ortho).max() < INIT_TOL
+    np.testing.assert_allclose(W, w, atol=INIT_TOL)
+    np.testing.assert_allclose(np.linalg.norm(W, axis=1), 1.0, atol=INIT_TOL)
+    # just inside the boundary the orthogonal part is real: sqrt(1 - q) = 1e-3
+    W = initial_weights(V, 6, init=u0 * np.sqrt(1 - 1e-6), rng=1)
+    ortho = W - (W @ Vh.T) @ Vh
+    np.testing.assert_allclose(np.linalg.norm(ortho, axis=1), 1e-3, rtol=INSIDE_RTOL)
+    np.testing.assert_allclose(W @ V.T, u0 * np.sqrt(1 - 1e-6), atol=INIT_TOL)
 
 
 @pytest.mark.parametrize("init,match", [
@@ -605,3 +638,70 @@ def test_bad_inputs(kw, exc, match):
 def test_unknown_problem_type():
     with pytest.raises(TypeError, match="MultiIndexProblem"):
         simulate(object(), d=5, eta=0.1, steps=2)
+
+
+# --------------------------------------------------------------------------------------
+# budgets: refused before any allocation or step
+# --------------------------------------------------------------------------------------
+#: An absurd request must be refused at once, not after allocating; far above the time
+#: of the validation itself (~1 ms) and far below any allocation of the sizes involved.
+REFUSAL_MAX_SECONDS = 1.0
+
+
+@pytest.mark.parametrize("kw,driver", [
+    (dict(d=10**12), "`d`"), (dict(replicas=10**12), "`replicas`"), (dict(batch=10**12), "`batch`"),
+    (dict(algorithm="gd", n_samples=10**12), "`n_samples`"), (dict(n_record=10**12), "`n_record`"),
+])
+def test_memory_budget_refuses_huge_sizes(kw, driver):
+    import time
+
+    prob = MultiIndexProblem("he3", "he3", np.eye(2), n_neurons=2)
+    args = dict(d=100, eta=1e-3, steps=100, replicas=8, rng=0)
+    args.update(kw)
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=f"^{driver} = 1e\\+12 needs at least .* GiB .* lower {driver}") as info:
+        simulate(prob, **args)
+    assert time.monotonic() - start < REFUSAL_MAX_SECONDS
+    assert len(str(info.value)) < 200
+
+
+def test_memory_terms_and_limit():
+    from popdyn._budget import GiB, available_memory, check_memory
+    from popdyn.simulate import SimulationConfig, check_run_memory, memory_terms
+
+    prob = MultiIndexProblem("he3", "he3", np.eye(2), n_neurons=3)
+    config = SimulationConfig(d=1000, algorithm="sgd", eta=0.01, batch=32, replicas=8)
+    terms = memory_terms(prob, config, 50)
+    sizes = sorted(t[0] for t in terms)
+    assert sizes == sorted([8 * 3 * 1000 * 8, 8 * 32 * 1000 * 8, 50 * 8 * 3 * 8])
+    check_run_memory(terms)  # 2 MiB: fine
+    # the largest array is the minibatch; its largest factor is named
+    with pytest.raises(ValueError, match="^`d` = 1000 .*minibatch replicas x batch x d = 8 x 32 x 1000.* lower `d`"):
+        check_run_memory(terms, limit=2**20)
+    assert available_memory() > GiB // 4
+    with pytest.raises(ValueError, match="`d` = 1e\\+12 needs at least 1.49e\\+04 GiB"):
+        check_memory(2 * 8 * 10**12, driver="d", value=10**12)
+
+
+def test_step_budget():
+    import time
+
+    from popdyn._budget import DEFAULT_MAX_STEPS
+    from popdyn.models.committee import CommitteeProblem, simulate_committee
+
+    prob = MultiIndexProblem("he3", "he3", np.eye(2), n_neurons=2)
+    start = time.monotonic()
+    with pytest.raises(ValueError, match="^`t_end` = 1e\\+12 with `eta` = 0.001 needs 1e\\+15 steps, above "
+                                         "`max_steps` = 1e\\+09; raise `max_steps`"):
+        simulate(prob, d=10, eta=1e-3, t_end=1e12)
+    with pytest.raises(ValueError, match="`max_steps` = 50"):
+        simulate(prob, d=10, eta=1e-3, steps=51, max_steps=50)
+    committee = CommitteeProblem("erf", "erf", K=2, M=2, delta=0.5)
+    with pytest.raises(ValueError, match="^`t_end` = 1e\\+12 at `d` = 500 .* needs 5e\\+14 steps"):
+        simulate_committee(committee, d=500, t_end=1e12)
+    assert time.monotonic() - start < REFUSAL_MAX_SECONDS
+    assert DEFAULT_MAX_STEPS == 10**9
+    with pytest.raises(ValueError, match="`max_steps`"):
+        simulate(prob, d=10, eta=1e-3, steps=5, max_steps=0)
+    simulate(prob, d=10, eta=1e-3, steps=50, max_steps=50, n_record=2)  # at the limit: runs
+    simulate(prob, d=10, eta=1e-3, steps=50, max_steps=None, n_record=2)

@@ -89,6 +89,12 @@ INIT_CHOICES = ("'uniform'", "a float m0 > 0 (warm start)", "an array u0 of shap
 #: lies in span(V)) and a component outside range(G) up to ``SPHERE_TOL``: rounding of a
 #: ``u0`` computed in floating point from a unit ``w`` is ~1e-15.
 SPHERE_TOL = 1e-10
+#: ``u0`` with :math:`u_0^\top G^+ u_0 \ge 1 - \text{BOUNDARY\_ULPS}\cdot\epsilon\cdot\mathrm{cond}(G)`
+#: is on the boundary (``w`` in span(V)): :math:`q` is computed with a relative error of a
+#: few ``eps * cond(G)``, and 256 is a generous multiple of it (a snapped ``w`` then realises
+#: ``u0`` up to ~1e-13 relative, the rounding level, instead of carrying a spurious
+#: orthogonal part ``sqrt(1 - q) ~ 1e-8``).
+BOUNDARY_ULPS = 256
 #: Rejection rounds for the warm start before giving up: if some neuron is still rejected,
 #: its acceptance probability is ~1/200 or less and ``m0`` is far too large for the law to
 #: mean "overlaps of scale m0".
@@ -168,6 +174,18 @@ def _unit_rows(A: np.ndarray) -> np.ndarray:
     return A
 
 
+def boundary_tolerance(eigenvalues) -> float:
+    r"""Rounding tolerance of :math:`q = u_0^\top G^+ u_0` near 1, from the condition of ``G``.
+
+    ``eigenvalues`` are the nonzero eigenvalues of ``G`` (range of ``G``).  The computed
+    eigenvalues have absolute errors of a few ``eps * max(lam)`` (backward-stable
+    ``eigh``), so :math:`1/\lambda` has relative error ``~ eps * cond`` and so has ``q``;
+    ``BOUNDARY_ULPS`` covers the few operations (and the rounding of ``G = V V^T``) on top.
+    """
+    lam = np.asarray(eigenvalues, dtype=float)
+    return BOUNDARY_ULPS * np.finfo(float).eps * float(lam.max() / lam.min())
+
+
 def initial_weights(V, n_neurons: int, *, init="uniform", rng=None, replicas: int | None = None) -> np.ndarray:
     r"""Initial student weights on the unit sphere, shape ``(N, d)`` (or ``(R, N, d)``).
 
@@ -196,6 +214,9 @@ def initial_weights(V, n_neurons: int, *, init="uniform", rng=None, replicas: in
 
         with ``r`` a uniformly random unit vector orthogonal to span(V), so that
         :math:`V w = u_0` and :math:`\|w\| = 1` exactly (up to rounding).
+        When :math:`u_0^\top G^+ u_0 = 1` up to its rounding (:func:`boundary_tolerance`),
+        ``w`` is exactly in span(V): ``r`` gets weight zero and :math:`V^\top G^+ u_0` is
+        renormalised.
     rng : int, Generator or None
         Random source.
     replicas : int, optional
@@ -263,8 +284,14 @@ def initial_weights(V, n_neurons: int, *, init="uniform", rng=None, replicas: in
         raise ValueError(
             f"`init`: u0 must satisfy u0^T G^+ u0 <= 1 (w is a unit vector), got {q.max():.12g}."
         )
-    rest = np.sqrt(np.clip(1.0 - q, 0.0, None))
+    # On the boundary (q = 1 up to the rounding of q) w lies in span(V): its orthogonal part
+    # is exactly zero, not sqrt of a rounding residual (which would be ~1e-8 and machine
+    # dependent); the span part is then renormalised below.
+    on_span = q >= 1.0 - boundary_tolerance(lr)
+    rest = np.where(on_span, 0.0, np.sqrt(np.clip(1.0 - q, 0.0, None)))
     W = ((coords / lr) @ Ur.T) @ V  # V^T G^+ u0, row form
+    if np.any(on_span):
+        W[on_span] = _unit_rows(W[on_span])
     if np.any(rest > 0):
         _, s, Vh = np.linalg.svd(V, full_matrices=False)
         Q = Vh[s > np.sqrt(PSD_TOL) * max(1.0, float(s.max()))]  # orthonormal basis of span(V)

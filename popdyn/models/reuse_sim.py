@@ -625,8 +625,9 @@ def two_phase(problem, *, d, n_neurons, eta_tilde, batch=1, phase1_samples, phas
     rng : int, Generator, SeedSequence or None
         Seed (recorded in ``meta["seed"]``).
     progress : bool or None
-        tqdm bar over Phase I iterations (``None``: when stderr is a terminal and the run is
-        long).
+        Progress of the Phase I iterations on stderr (:class:`popdyn._progress.Progress`:
+        tqdm on a terminal, plain lines otherwise; ``None``: only once Phase I has lasted
+        a few seconds).
 
     Returns
     -------
@@ -687,16 +688,9 @@ def two_phase(problem, *, d, n_neurons, eta_tilde, batch=1, phase1_samples, phas
     grid = _log_grid(n_iter, _PHASE1_RECORD)
     rec = np.empty((grid.size, R, N))
     rec[0] = state["W"] @ stepper.theta
-    pbar = None
-    if progress is None:
-        import sys
+    from .._progress import Progress
 
-        progress = bool(stepper.work_per_step() * n_iter > 5e9 and sys.stderr is not None and sys.stderr.isatty())
-    if progress and n_iter:
-        from tqdm.auto import tqdm
-
-        pbar = tqdm(total=n_iter, desc="two_phase: phase I", unit="iter", mininterval=0.5)
-    try:
+    with Progress(n_iter, desc="two_phase: phase I", unit="iter", enabled=progress and n_iter > 0) as pbar:
         i_rec = 1
         with np.errstate(all="ignore"):
             for it in range(1, n_iter + 1):
@@ -707,11 +701,7 @@ def two_phase(problem, *, d, n_neurons, eta_tilde, batch=1, phase1_samples, phas
                 if it == grid[i_rec]:
                     rec[i_rec] = state["W"] @ stepper.theta
                     i_rec += 1
-                if pbar is not None:
-                    pbar.update(1)
-    finally:
-        if pbar is not None:
-            pbar.close()
+                pbar.update(1)
     W, theta = state["W"], stepper.theta
     phase1 = Trajectory(t=grid * eta, overlaps={"m": rec}, time_unit="t = eta * steps", source="simulation",
                         model="reuse", status=0,
