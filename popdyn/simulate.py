@@ -412,6 +412,10 @@ def initial_state(problem, d, *, init="uniform", rng=None, replicas=1, same_init
         raise TypeError(f"the simulator of {type(problem).__name__} does not expose `initial_state`.")
     d = check_int("d", d, minimum=1)
     replicas = check_int("replicas", replicas, minimum=1)
+    n_draws, units = (1 if same_init else replicas), _n_units(problem)
+    check_run_memory([(nbytes(n_draws, units, d), f"initial weights replicas x neurons x d = {fmt_count(n_draws)} x "
+                                                  f"{fmt_count(units)} x {fmt_count(d)}",
+                       {"d": d, "neurons": units, "replicas": n_draws})])
     root, _ = _root_sequence(rng)
     streams = _streams(root)
     return fn(problem, d, init=init, model_rng=streams["model"], init_rng=streams["init"],
@@ -536,7 +540,7 @@ def check_run_memory(terms: list, limit: int | None = None) -> None:
         return
     size, what, drivers = max(terms, key=lambda t: t[0])
     driver = max(drivers, key=lambda k: drivers[k])
-    flag = None if driver == "n_record" else "--" + driver.replace("_", "-")
+    flag = None if driver in ("n_record", "neurons") else "--" + driver.replace("_", "-")
     check_memory(total, driver=driver, value=drivers[driver], limit=limit, flag=flag,
                  what=what)
 

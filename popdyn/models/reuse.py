@@ -204,6 +204,14 @@ NUMERIC_TOL = 1e-8
 #: A numeric coefficient counts as non-zero above this (quadrature accuracy QUAD_TOL;
 #: 100x margin).  Exact problems decide symbolically.
 ZERO_TOL = 1e-8
+#: Largest ``reuse``.  The paper analyses r = 2; the numeric drift's tensor quadrature costs
+#: 0.5 s at r = 2, 6 s at r = 4 and 34 s at r = 8 (tanh student, he3 teacher, order 2, on 2
+#: cores), growing faster than linearly, so larger r would hang the predictions.
+MAX_REUSE = 8
+#: Largest total degree of the composed polynomials for the exact (sympy) route; above it
+#: polynomial problems use the numeric route.  he3/he3 reaches degree 26 at r = 2 (0.8 s),
+#: 58 at r = 3 (3.9 s) and 122 at r = 4 (234 s).
+MAX_EXACT_DEGREE = 60
 #: Highest Mehler order searched by :meth:`ReuseProblem.effective_exponent` (numeric route).
 MAX_EXPONENT_ORDER = 8
 #: Time units of the ODE (first: the unit of :func:`popdyn.simulate`, t = eta * iterations).
@@ -219,10 +227,24 @@ HE34 = "poly:z**3-3*z+z**4-6*z**2+3"
 # --------------------------------------------------------------------------------------
 def _check_reuse(reuse) -> int:
     if isinstance(reuse, bool) or not isinstance(reuse, numbers.Real):
-        raise TypeError(f"`reuse` must be an integer >= 1, got {reuse!r} ({type(reuse).__name__}).")
-    if not math.isfinite(float(reuse)) or float(reuse) != int(reuse) or int(reuse) < 1:
-        raise ValueError(f"`reuse` must be an integer >= 1 (gradient steps per minibatch), got {reuse!r}.")
+        raise TypeError(f"`reuse` must be an integer in [1, {MAX_REUSE}], got {reuse!r} ({type(reuse).__name__}).")
+    if not math.isfinite(float(reuse)) or float(reuse) != int(reuse) or not 1 <= int(reuse) <= MAX_REUSE:
+        raise ValueError(f"`reuse` must be an integer in [1, {MAX_REUSE}] (gradient steps per minibatch), "
+                         f"got {reuse!r}.")
     return int(reuse)
+
+
+def _exact_degree(student_degree: int, teacher_degree: int, reuse: int) -> int:
+    r"""Total degree in :math:`(z, t)` of the polynomial :math:`G_q` after ``reuse`` steps.
+
+    The k-th pre-activation :math:`z_{k+1} = z_k + \tilde\eta\, y\, \sigma'(z_k)` has degree
+    :math:`\deg z_{k+1} = \max(\deg z_k, \deg y + (\deg\sigma - 1)\deg z_k)`, and
+    :math:`G_q` holds :math:`(y\sigma'(z_{r-1}))^2`.
+    """
+    dz = 1
+    for _ in range(reuse - 1):
+        dz = max(dz, teacher_degree + (student_degree - 1) * dz)
+    return 2 * (teacher_degree + max(student_degree - 1, 0) * dz)
 
 
 def _check_eta(eta_tilde) -> float:
@@ -419,7 +441,8 @@ class ReuseProblem(AlignmentODE):
         if a == 0.0:
             raise ValueError("`a_star` must be non-zero (a zero teacher has nothing to learn).")
         s("a_star", a)
-        s("exact", bool(self.student.is_polynomial and self.teacher.is_polynomial))
+        poly = bool(self.student.is_polynomial and self.teacher.is_polynomial)
+        s("exact", poly and _exact_degree(self.student.degree, self.teacher.degree, self.reuse) <= MAX_EXACT_DEGREE)
         s("_cache", {})
 
     @property
@@ -442,6 +465,10 @@ class ReuseProblem(AlignmentODE):
         if not self.exact:
             bad = [f"{role} {act.name!r}" for role, act in (("student", self.student), ("teacher", self.teacher))
                    if not act.is_polynomial]
+            if not bad:
+                deg = _exact_degree(self.student.degree, self.teacher.degree, self.reuse)
+                raise ValueError(f"`{what}` is exact and its polynomials reach degree {deg} at reuse = {self.reuse}, "
+                                 f"above MAX_EXACT_DEGREE = {MAX_EXACT_DEGREE}; use the numeric method `{numeric}`.")
             raise ValueError(f"`{what}` is exact and needs polynomial activations; the {' and the '.join(bad)} "
                              f"{'is' if len(bad) == 1 else 'are'} not a polynomial. Use the numeric method "
                              f"`{numeric}` instead.")
