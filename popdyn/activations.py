@@ -17,8 +17,16 @@ spec                   meaning
 ``identity``           :math:`z` (polynomial)
 ``heK``                :math:`h_K = He_K/\sqrt{K!}` for any integer ``K >= 0`` (polynomial)
 ``hermite:c0,c1,...``  :math:`\sum_k c_k h_k`, normalised basis (polynomial, exact decimals)
-``poly:<expr>``        a polynomial sympy expression in ``z``, e.g. ``poly:z**3-3*z``
+``poly:<expr>``        a polynomial in ``z``, e.g. ``poly:z**3-3*z`` (grammar below)
 =====================  ==============================================================
+
+``poly:`` bodies are parsed by a small safe grammar (:mod:`popdyn._expr`), never
+evaluated as Python or by ``sympy.sympify``: numbers (exact, ``1e-3`` is 1/1000), ``z``,
+``+ - * / **`` (``^`` means ``**``), parentheses, the functions
+``exp tanh erf sqrt sin cos log abs`` of constants and the constants ``pi E``; at most
+degree :data:`~popdyn._expr.MAX_POLY_DEGREE` = 60.  Spec strings are at most
+:data:`MAX_SPEC_LENGTH` characters and coefficient degrees at most
+:data:`MAX_SERIES_DEGREE`.
 
 Python callables (with optional ``breakpoints``) and sympy expressions are accepted by
 :func:`get_activation` too.  Coefficients are exact (sympy) for polynomials, closed
@@ -36,10 +44,45 @@ from collections.abc import Callable
 
 import numpy as np
 
+from . import _expr
 from . import hermite as _h
 from ._validation import check_int, check_real
 
-__all__ = ["Activation", "get_activation", "registered_names", "ACTIVATION_SPECS"]
+__all__ = ["Activation", "get_activation", "registered_names", "ACTIVATION_SPECS",
+           "MAX_SERIES_DEGREE", "MAX_SPEC_LENGTH", "MAX_HE_DEGREE"]
+
+#: Highest ``degree`` accepted by :meth:`Activation.coefficients`, ``exact_coefficients``,
+#: ``series`` and ``tail_mass``.  Equal to MAX_HE_DEGREE so every ``heK`` can be expanded
+#: to its own degree.  Measured (2 cores): degree 400 takes ~1 s for the exact ReLU/erf
+#: coefficients (sympy) and ~0.3 s for numeric ones; degree 1000 takes ~4 s (exact
+#: ReLU) and the numeric recurrence overflows to nan near degree 390 of 1000; 10**12
+#: used to end in MemoryError.
+MAX_SERIES_DEGREE = 400
+#: Highest ``K`` of a ``heK`` spec (the normalised h_K; cheap to build, so the cap only
+#: keeps it within MAX_SERIES_DEGREE).
+MAX_HE_DEGREE = 400
+#: Longest accepted spec string (characters).  ``hermite:`` with MAX_SERIES_DEGREE + 1
+#: coefficients of ~20 characters each fits; longer text is refused before parsing
+#: (``int`` of a > 4300-digit string would raise its own error, and parse time grows
+#: with length).  ``poly:`` bodies have the tighter ``popdyn._expr.MAX_BODY_LENGTH``.
+MAX_SPEC_LENGTH = 10_000
+#: Largest |c_k| of a polynomial or ``hermite:`` activation: E[sigma^2] = sum_k c_k^2
+#: over at most MAX_SERIES_DEGREE + 1 terms must stay a finite float64 (401 * 1e300 < 1.8e308).
+MAX_COEFFICIENT = 1e150
+#: Characters of a user string echoed in an error message (messages stay < 200 chars).
+_ECHO = 40
+
+
+def _echo(text: str) -> str:
+    return repr(text if len(text) <= _ECHO else text[: _ECHO - 3] + "...")
+
+
+def _check_degree(degree) -> int:
+    degree = check_int("degree", degree, minimum=0)
+    if degree > MAX_SERIES_DEGREE:
+        raise ValueError(f"`degree` must be an integer <= MAX_SERIES_DEGREE = {MAX_SERIES_DEGREE} "
+                         f"(time and float64 range), got {degree if degree < 10**12 else f'{degree:.3g}'}.")
+    return degree
 
 _SQRT2PI = math.sqrt(2.0 * math.pi)
 _cache_lock = threading.Lock()
@@ -266,12 +309,12 @@ class Activation:
         Exact for polynomials, closed form for ReLU/abs/sign/erf, numeric to absolute
         error <= 1e-12 otherwise (see :func:`popdyn.hermite.hermite_coefficients`).
         """
-        degree = check_int("degree", degree, minimum=0)
+        degree = _check_degree(degree)
         return self._coefficients_and_moment(degree)[0][: degree + 1].copy()
 
     def exact_coefficients(self, degree: int):
         """Exact sympy coefficients ``c_0..c_n`` or ``None`` when only numeric ones exist."""
-        degree = check_int("degree", degree, minimum=0)
+        degree = _check_degree(degree)
         if self.poly_coeffs is not None:
             c = list(self.poly_coeffs)[: degree + 1]
             return tuple(c + [0] * (degree + 1 - len(c)))
@@ -286,7 +329,7 @@ class Activation:
 
     def series(self, degree: int) -> _h.HermiteSeries:
         """The truncated :class:`~popdyn.hermite.HermiteSeries` to ``degree`` (with tail mass)."""
-        degree = check_int("degree", degree, minimum=0)
+        degree = _check_degree(degree)
         c, m2 = self._coefficients_and_moment(degree)
         c = c[: degree + 1]
         exact = self.exact_coefficients(degree) if self.poly_coeffs is not None else None
@@ -372,14 +415,76 @@ def HermiteSeriesFromExact(exact):
 # --------------------------------------------------------------------------------------
 # constructors
 # --------------------------------------------------------------------------------------
-def _polynomial_activation(name: str, expr, description: str = "") -> Activation:
-    exact = _h.exact_hermite_coefficients(expr)
+def _check_float_coefficients(name: str, floats) -> None:
+    """Coefficients must be finite floats whose squares sum without overflow."""
+    bad = [k for k, v in enumerate(floats) if not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"activation {_echo(name)} has {len(bad)} non-finite coefficient(s) in float64 "
+                         f"(first at degree {bad[0]}); coefficients must be finite.")
+    big = [k for k, v in enumerate(floats) if abs(v) > MAX_COEFFICIENT]
+    if big:
+        raise ValueError(f"activation {_echo(name)}: |c_{big[0]}| = {abs(floats[big[0]]):.3g} exceeds "
+                         f"MAX_COEFFICIENT = {MAX_COEFFICIENT:g} (E[sigma^2] would overflow float64).")
+
+
+def _expanded_hermite_coefficients(expr) -> tuple:
+    r"""Exact normalised coefficients of a polynomial whose coefficients are real constants.
+
+    Same values as :func:`popdyn.hermite.exact_hermite_coefficients`, but each
+    coefficient is only expanded, not ``sympy.simplify``-ed: simplify takes seconds to
+    minutes on transcendental constants (measured: ``(tanh(1)+erf(1)+...)*z**4`` with 8
+    constants 8.6 s, ``(z+tanh(1))**10`` 2.5 s), while ``poly:`` specs are bounded in
+    size by :mod:`popdyn._expr` so expansion stays fast.  Used for parsed ``poly:`` specs
+    with irrational coefficients only; rational ones take the simplify route unchanged.
+    """
+    from fractions import Fraction
+
+    import sympy
+
+    z = _h.z_symbol()
+    # power-basis coefficients as {z-degree: {irrational monomial: rational factor}},
+    # collected in Python (sympy.Poly spends seconds choosing a coefficient domain and
+    # sympy arithmetic on sums is slow; the monomials are only hashed here)
+    power: dict = {}
+    for term in sympy.Add.make_args(sympy.expand(expr)):
+        coeff, k = term.as_coeff_exponent(z)
+        if coeff.has(z) or not k.is_Integer or k < 0:
+            raise ValueError(f"`expr` {_echo(str(expr))} is not a polynomial in z.")
+        q, rest = coeff.as_coeff_Mul(rational=True)
+        row = power.setdefault(int(k), {})
+        row[rest] = row.get(rest, 0) + Fraction(int(q.p), int(q.q))
+    n = max(power)
+    # He-basis coefficients of z^m (integers): z He_k = He_{k+1} + k He_{k-1}
+    rows, zm = [], [1]
+    for _ in range(n + 1):
+        rows.append(zm)
+        nxt = [0] * (len(zm) + 1)
+        for k, a in enumerate(zm):
+            nxt[k + 1] += a
+            if k >= 1:
+                nxt[k - 1] += k * a
+        zm = nxt
+    out = []
+    for k in range(n + 1):
+        he: dict = {}
+        for m in range(k, n + 1):
+            t = rows[m][k]
+            if t:
+                for rest, q in power.get(m, {}).items():
+                    he[rest] = he.get(rest, 0) + t * q
+        root = sympy.sqrt(sympy.factorial(k))
+        out.append(sympy.Add(*[sympy.Rational(q.numerator, q.denominator) * root * rest
+                               for rest, q in he.items() if q]))
+    return tuple(out)
+
+
+def _polynomial_activation(name: str, expr, description: str = "", *, expanded: bool = False) -> Activation:
+    exact = _expanded_hermite_coefficients(expr) if expanded else _h.exact_hermite_coefficients(expr)
     # drop trailing zeros but keep c_0
     while len(exact) > 1 and exact[-1] == 0:
         exact = exact[:-1]
     floats = np.array([float(c) for c in exact])
-    if not np.all(np.isfinite(floats)):
-        raise ValueError(f"activation `{name}` has non-finite coefficients {floats.tolist()}.")
+    _check_float_coefficients(name, floats)
     series = _h.HermiteSeries(floats)
     dseries = series.derivative()
     return Activation(
@@ -390,8 +495,7 @@ def _polynomial_activation(name: str, expr, description: str = "") -> Activation
 
 def _hermite_activation(name: str, coeffs_exact, description: str = "") -> Activation:
     floats = np.array([float(c) for c in coeffs_exact])
-    if not np.all(np.isfinite(floats)):
-        raise ValueError(f"activation `{name}` has non-finite coefficients {floats.tolist()}.")
+    _check_float_coefficients(name, floats)
     exact = tuple(coeffs_exact)
     while len(exact) > 1 and exact[-1] == 0:
         exact = exact[:-1]
@@ -475,8 +579,9 @@ _BUILTIN_CACHE: dict = {}
 #: Parsed spec strings -> Activation (so repeated look-ups reuse the cached coefficients).
 _SPEC_CACHE: dict = {}
 _SPEC_CACHE_MAX = 4096
-_HE_RE = re.compile(r"^he(\d+)$")
-_NUM_RE = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+# ASCII digits only ([0-9], not \d, which also matches other scripts' digits)
+_HE_RE = re.compile(r"^he([0-9]+)$")
+_NUM_RE = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$")
 
 
 def registered_names() -> tuple:
@@ -485,6 +590,10 @@ def registered_names() -> tuple:
 
 
 def _parse_spec(spec: str) -> Activation:
+    """Spec string -> Activation.  Text is parsed, never evaluated (see :mod:`popdyn._expr`)."""
+    if len(spec) > MAX_SPEC_LENGTH:
+        raise ValueError(f"`spec` has {len(spec)} characters, more than MAX_SPEC_LENGTH = {MAX_SPEC_LENGTH}; "
+                         f"got {_echo(spec)}.")
     s = spec.strip()
     low = s.lower()
     if low in _NAMES:
@@ -493,9 +602,11 @@ def _parse_spec(spec: str) -> Activation:
         return _BUILTIN_CACHE[low]
     m = _HE_RE.match(low)
     if m:
-        k = int(m.group(1))
-        if k > 400:
-            raise ValueError(f"`heK` needs 0 <= K <= 400, got K = {k}.")
+        digits = m.group(1)
+        k = int(digits) if len(digits) <= 6 else None  # no int() of a huge digit string
+        if k is None or k > MAX_HE_DEGREE:
+            got = k if k is not None else f"a {len(digits)}-digit number"
+            raise ValueError(f"`spec` heK needs 0 <= K <= MAX_HE_DEGREE = {MAX_HE_DEGREE}, got K = {got}.")
         key = f"he{k}"
         if key not in _BUILTIN_CACHE:
             _BUILTIN_CACHE[key] = _he_k(k)
@@ -506,12 +617,17 @@ def _parse_spec(spec: str) -> Activation:
         if not body.strip() or any(not _NUM_RE.match(p) for p in parts):
             bad = [p for p in parts if not _NUM_RE.match(p)]
             raise ValueError(
-                f"malformed spec {spec!r}: `hermite:` takes comma-separated real numbers c0,c1,... "
-                f"(normalised basis, lowest degree first); could not read {bad[:3]!r}."
+                f"`spec` malformed spec {_echo(spec)}: `hermite:` takes comma-separated real numbers c0,c1,... "
+                f"(normalised basis, lowest first); could not read {_echo(repr(bad[:2]))}."
             )
+        if len(parts) > MAX_SERIES_DEGREE + 1:
+            raise ValueError(f"`spec` malformed spec {_echo(spec)}: `hermite:` takes at most "
+                             f"MAX_SERIES_DEGREE + 1 = {MAX_SERIES_DEGREE + 1} coefficients, got {len(parts)}.")
         vals = [float(p) for p in parts]
         if not all(math.isfinite(v) for v in vals):
-            raise ValueError(f"malformed spec {spec!r}: coefficients must be finite, got {vals}.")
+            bad = next(p for p, v in zip(parts, vals) if not math.isfinite(v))
+            raise ValueError(f"`spec` malformed spec {_echo(spec)}: coefficients must be finite floats, "
+                             f"got {_echo(bad)}.")
         from fractions import Fraction
 
         import sympy
@@ -523,20 +639,15 @@ def _parse_spec(spec: str) -> Activation:
     if low.startswith("poly:"):
         body = s.split(":", 1)[1].strip()
         if not body:
-            raise ValueError(f"malformed spec {spec!r}: `poly:` needs an expression in z, e.g. poly:z**3-3*z.")
-        import sympy
-
-        z = _h.z_symbol()
+            raise ValueError(f"`spec` malformed spec {_echo(spec)}: `poly:` needs an expression in z, "
+                             "e.g. poly:z**3-3*z.")
+        expr, rational = _expr.parse_polynomial(body, name="spec", spec=s)
         try:
-            expr = sympy.sympify(body, locals={"z": z}, rational=True)
-        except (sympy.SympifyError, SyntaxError, TypeError) as exc:
-            raise ValueError(f"malformed spec {spec!r}: cannot parse {body!r} as an expression in z.") from exc
-        try:
-            return _polynomial_activation(f"poly:{body}", expr)
+            return _polynomial_activation(f"poly:{body}", expr, expanded=not rational)
         except ValueError as exc:
-            raise ValueError(f"spec {spec!r}: {exc} Use a callable for non-polynomial activations.") from exc
+            raise ValueError(f"`spec` {exc}") from exc
     raise ValueError(
-        f"unknown activation {spec!r}; valid names: {', '.join(ACTIVATION_SPECS)}."
+        f"`spec`: unknown activation {_echo(spec[:20])}; valid names: {', '.join(ACTIVATION_SPECS)}."
     )
 
 
@@ -620,7 +731,7 @@ def _from_sympy(expr, *, breakpoints, name) -> Activation:
     import sympy
 
     z = _h.z_symbol()
-    expr = sympy.sympify(expr)
+    expr = sympy.sympify(expr, strict=True)  # safe: sympy objects only (str -> _parse_spec); strict refuses str
     for s in list(expr.free_symbols):
         if s.name == "z" and s != z:
             expr = expr.subs(s, z)

@@ -141,7 +141,12 @@ def exact_hermite_coefficients(expr) -> tuple:
     import sympy
 
     z = z_symbol()
-    expr = sympy.sympify(expr)
+    if isinstance(expr, str):  # text is parsed by the safe grammar, never evaluated
+        from ._expr import parse_polynomial
+
+        expr = parse_polynomial(expr, name="expr")[0]
+    elif not isinstance(expr, sympy.Basic):  # numbers; strict=True refuses any str
+        expr = sympy.sympify(expr, strict=True)  # safe: strings were parsed above; strict refuses str
     free = expr.free_symbols - {z}
     # accept expressions written with a plain (non-real) symbol named z
     for s in list(free):

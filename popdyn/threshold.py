@@ -284,7 +284,8 @@ def _exact_roots(student: Activation, teacher: Activation, k: int):
 
     n = max(student.degree, teacher.degree)
     cs, ct = student.exact_coefficients(n), teacher.exact_coefficients(n)
-    gam = [sp.nsimplify(sp.sympify(cs[m]) * sp.sympify(ct[m])) for m in range(n + 1)]
+    # exact coefficients are sympy numbers or ints, never text
+    gam = [sp.nsimplify(sp.sympify(cs[m]) * sp.sympify(ct[m])) for m in range(n + 1)]  # safe: numbers only
     nz = [m for m in range(1, n + 1) if gam[m] != 0]
     if not nz:
         return None
