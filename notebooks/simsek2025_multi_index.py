@@ -103,13 +103,19 @@ save_figure(fig, OUT / "beta_c_vs_c.png")
 # Online SGD in `d` dimensions with step `η = δ/d` and minibatch `B` is compared with the
 # overlap ODE. The ODE includes the leading normalisation term `−η(d−1)/(2B)·C(u)·u`.
 # All replicas start from the same weights, so the replica mean is directly comparable
-# with the single ODE run.
+# with the single ODE run. The verdict tests every recorded time and overlap: the ODE must
+# lie within `z*·SE + c/√d` of the replica mean (Bonferroni z over all points, plus the
+# finite-size allowance); the plot's band is exactly that band.
 
 # %%
 problem = popdyn.MultiIndexProblem("he3", "he3", popdyn.gram("orthogonal", 3), n_neurons=4)
 d = 300 if FAST else 1000
 res = popdyn.compare(problem, d=d, t_end=5.0, eta=0.5 / d, batch=32, replicas=8, init=0.3, rng=0, progress=False)
-print(f"d = {d}: max |u_ode - mean u_sim| = {res.max_abs_deviation:.4f}, directions agree: {res.agreement:.0%}")
+v = res.verdict
+print(f"d = {d}: verdict {'agree' if v.agree else 'DISAGREE'}: max |u_ode - mean u_sim| = {res.max_abs_deviation:.4f} "
+      f"at t = {v.max_deviation.t:.3g} ({v.max_deviation.label}); {v.fraction_within:.0%} of {v.n_points} points "
+      f"within z*SE + c/sqrt(d) (final directions agree: {res.agreement:.0%})")
+print("rule:", v.rule)
 fig = plot_comparison(res, OUT / "compare.png")
 
 # %% [markdown]

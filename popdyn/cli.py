@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 
 from . import __version__
+from ._budget import DEFAULT_MAX_STEPS
 
 EXIT_OK, EXIT_NUMERICAL, EXIT_USAGE = 0, 1, 2
 #: Default online-SGD step in high-d units (eta = delta/d); with the default batch of 32
@@ -21,14 +23,41 @@ EXIT_OK, EXIT_NUMERICAL, EXIT_USAGE = 0, 1, 2
 DEFAULT_DELTA = 0.5
 #: Default number of index vectors of the multi-index model.
 DEFAULT_K = 3
+#: ``fixed-points --random-starts`` cap: one root search costs ~6 ms on 2 cores (2000 starts
+#: in 12 s), so 1e5 starts is ~10 minutes, far more than the few hundred that find every
+#: fixed point of the flows here.
+MAX_RANDOM_STARTS = 10**5
+#: ``--covariance spiked:kappa=K``: Sigma = (I + K theta theta^T)/(1 + K) has condition number
+#: 1 + K; beyond 1e12 the isotropic part 1/(1 + K) is within ~1e4 rounding units of the spike
+#: direction's scale and the flows lose their meaning in double precision.
+MAX_KAPPA = 1e12
+
+
+#: Longest error message printed (characters): a message echoing a huge user string
+#: (a 5,000-character spec, a matrix) is cut, so every failure stays one readable line.
+MAX_MESSAGE = 400
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors and exit code 2."""
+    """argparse with one-line errors (no usage block), exit code 2, and no abbreviations.
+
+    Abbreviated long options are refused (``allow_abbrev=False``) so that every flag a
+    user typed can be matched exactly against the flags that apply to the chosen model.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):  # pragma: no cover - exercised through subprocess tests
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"popdyn: error: {message}\n")
+        self.exit(EXIT_USAGE, f"popdyn: error: {_one_line(message)} (see `{self.prog} --help`)\n")
+
+
+def _one_line(text) -> str:
+    """A message as one line of at most ``MAX_MESSAGE`` characters, numpy scalars shown as numbers."""
+    text = " ".join(str(text).split())
+    text = re.sub(r"np\.(?:float|int|uint|complex|bool_?)\d*\(([^()]*)\)", r"\1", text)
+    return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 5] + " ...)"
 
 
 def _finite_or_null(obj):
@@ -128,6 +157,12 @@ def _problem_from_args(args, *, n_neurons=None):
     student = args.student or DEFAULT_ACTIVATION["multi-index"][0]
     teacher = args.teacher or DEFAULT_ACTIVATION["multi-index"][1]
     if args.gram in ("orthogonal", "equiangular", "random"):
+        from ._budget import check_memory, nbytes
+
+        k = DEFAULT_K if args.k is None else args.k
+        check_memory(nbytes(k, k), driver="k", value=k, what="the k x k Gram matrix", flag="--k")
+        if args.gram == "random" and getattr(args, "d", None) is not None:
+            check_memory(nbytes(k, args.d), driver="d", value=args.d, what="the k x d index vectors", flag="--d")
         G = gram(args.gram, DEFAULT_K if args.k is None else args.k, beta=args.beta, d=getattr(args, "d", None),
                  rng=args.seed)
     else:
@@ -170,6 +205,13 @@ def _parse_covariance(text: str) -> dict:
             out[key] = float(val)
         except ValueError:
             raise ValueError(f"`--covariance` {key} must be a number, got {val!r}.") from None
+        if out[key] != out[key] or abs(out[key]) == float("inf"):
+            raise ValueError(f"`--covariance` {key} must be finite, got {val!r}.")
+    if "kappa" in out and not 0.0 <= out["kappa"] <= MAX_KAPPA:
+        raise ValueError(f"`--covariance` kappa must lie in [0, {MAX_KAPPA:g}] (the condition number of Sigma is "
+                         f"1 + kappa), got {out['kappa']:g}.")
+    if "align" in out and not -1.0 <= out["align"] <= 1.0:
+        raise ValueError(f"`--covariance` align = cos(theta, target) must lie in [-1, 1], got {out['align']:g}.")
     missing = {"kappa", "align"} - set(out)
     if missing:
         raise ValueError(f"`--covariance` is missing {sorted(missing)}; e.g. spiked:kappa=50,align=1.")
@@ -232,8 +274,14 @@ def _model_problem(args):
         cov = _parse_covariance(args.covariance)
         return SpikedProblem(args.student, args.teacher, kappa=cov["kappa"], align=cov["align"], flow=args.flow,
                              d=args.d, n_unlabeled=args.n_unlabeled, a_star=args.a_star)
+    from ._budget import check_memory, nbytes
     from .models.committee import CommitteeProblem
 
+    # the ODE's right-hand side holds the K^2 (K+M)^2 four-point Gaussian integrals I4 with
+    # their index tuples and 4x4 covariances (~50 bytes each, counted as 64)
+    name, value = max((("K", args.K), ("M", args.M)), key=lambda nv: nv[1])
+    check_memory(nbytes(args.K, args.K, args.K + args.M, args.K + args.M, itemsize=64), driver=name, value=value,
+                 what="the K^2 (K+M)^2 Gaussian integrals I4 of the committee ODE", flag=f"--{name}")
     delta = DEFAULT_DELTA if args.delta is None else args.delta
     if args.eta is not None:
         raise ValueError("`--eta` does not apply to --model committee: its step is eta = delta/d; use `--delta`.")
@@ -262,6 +310,9 @@ def cmd_fixed_points(args) -> int:
     from .fixedpoints import fixed_points
 
     problem = _problem_from_args(args, n_neurons=1)
+    if args.random_starts > MAX_RANDOM_STARTS:
+        raise ValueError(f"`--random-starts` must be at most {MAX_RANDOM_STARTS} (each start is one root search, "
+                         f"~6 ms on 2 cores), got {args.random_starts}.")
     fps = fixed_points(problem, n_random=args.random_starts, rng=args.seed)
     if args.json:
         _dump(fps.as_dict())
@@ -333,6 +384,12 @@ def cmd_predict(args) -> int:
             u0 = np.array([[float(x) for x in row.split(",")] for row in args.u0.split(";")])
         except ValueError:
             raise ValueError(f"`--u0` must be rows of comma-separated numbers separated by ';', got {args.u0!r}.") from None
+        if "neurons" in getattr(args, "given", ()) and u0.shape[0] != args.neurons:
+            raise ValueError(f"`--u0` has {u0.shape[0]} rows (one per neuron) but `--neurons` = {args.neurons}; "
+                             "omit --neurons to take the count from --u0.")
+        if u0.shape[1] != problem.k:
+            raise ValueError(f"`--u0` must have shape (neurons, k) with k = {problem.k} (one entry per index "
+                             f"vector), got shape {u0.shape}.")
     else:
         _, _, u0 = initial_state(problem, args.d, init=_init(args.init), rng=args.seed)
         u0 = np.asarray(u0).reshape(-1, problem.k)
@@ -356,6 +413,14 @@ def cmd_predict(args) -> int:
         print(f"  escape times (max_j |u_j| >= {args.escape_level}): {out['escape_times']}")
     _print_saved(out)
     return EXIT_OK
+
+
+def _horizon(predicted: float, fallback: float) -> float:
+    """Default ``--t-end``: past the predicted escape, or ``fallback`` when there is none (the
+    flow stalls: ``inf``) or the start is already past the target (``0``)."""
+    import math
+
+    return predicted if math.isfinite(predicted) and predicted > 0 else fallback
 
 
 def _save_and_plot(args, traj, name, out) -> None:
@@ -387,7 +452,7 @@ def _predict_single_index(args) -> int:
     samples = {method: escape_samples(problem, args.d, eta=eta, batch=args.batch, m0=m0, m_target=args.m_target,
                                       method=method) for method in ("ode", "quadrature", "leading")}
     steps = samples["ode"] / args.batch
-    t_end = args.t_end if args.t_end is not None else (eta * steps * 1.5 if math.isfinite(steps) else eta * 1e6)
+    t_end = args.t_end if args.t_end is not None else _horizon(eta * steps * 1.5, eta * 1e6)
     traj = integrate(problem, m0, t_end, eta=eta, d=args.d, batch=args.batch)
     out = {"model": "single-index", "problem": problem.describe(), "d": args.d, "eta": eta, "batch": args.batch,
            "m0": m0, "m_target": args.m_target, "escape_samples": samples,
@@ -428,7 +493,7 @@ def _predict_reuse(args) -> int:
                                                                 m_target=args.m_target)}
     coeffs = problem.drift_coefficients(2, eta_tilde)
     n = samples["reuse"]
-    t_end = args.t_end if args.t_end is not None else (1.5 * eta_tilde * n / args.d if math.isfinite(n) else 1e3)
+    t_end = args.t_end if args.t_end is not None else _horizon(1.5 * eta_tilde * n / args.d, 1e3)
     traj = integrate(problem, m0, t_end, eta=eta, d=args.d, batch=batch)
     out = {"model": "reuse", "problem": problem.describe(), "d": args.d, "eta": eta, "batch": batch,
            "eta_tilde": eta_tilde, "m0": m0, "m_target": args.m_target, "predicted_samples": samples,
@@ -454,6 +519,7 @@ def _predict_reuse(args) -> int:
 
 
 def _predict_spiked(args) -> int:
+    import dataclasses
     import math
 
     import numpy as np
@@ -464,14 +530,17 @@ def _predict_spiked(args) -> int:
     m0 = None if args.init == "uniform" else float(_init(args.init))
     state0 = problem.initial_state(args.d, m0=m0)
     t_escape = problem.escape_time(state0, level=args.m_target)
-    t_end = args.t_end if args.t_end is not None else (2.0 * t_escape if math.isfinite(t_escape) else 1e4)
+    t_end = args.t_end if args.t_end is not None else _horizon(2.0 * t_escape, 1e4)
     traj = problem.integrate(state0, t_end)
     final = problem.overlaps({k: traj.final(k)[0] for k in problem.ode_state_names})
+    derived = problem.overlaps({k: traj.overlaps[k] for k in problem.ode_state_names})
+    traj = dataclasses.replace(traj, overlaps={**traj.overlaps, "m": derived["m"]})
     out = {"model": "spiked", "problem": problem.describe(), "d": args.d,
            "effective_dimension": float(problem.effective_dimension(args.d)),
            "m_sigma_initial": float(np.asarray(problem.overlaps(state0)["m"]).ravel()[0]),
            "escape_time": t_escape, "level": args.m_target, "t_final": float(traj.t[-1]), "time_unit": traj.time_unit,
            "final": {k: float(np.asarray(v).ravel()[0]) for k, v in final.items()}, "message": traj.message}
+    _save_and_plot(args, traj, "m", out)
     if args.json:
         _dump(out)
         return EXIT_OK
@@ -479,6 +548,7 @@ def _predict_spiked(args) -> int:
           f"{problem.student.name} neuron / {problem.teacher.name} target, d = {args.d}, d_eff = {out['effective_dimension']:.6g}")
     print(f"  m_Sigma(0) = {out['m_sigma_initial']:.6g}; time for |m_Sigma| to reach {args.m_target}: {t_escape:.6g}" + ("  (stalls)" if not math.isfinite(t_escape) else ""))
     print(f"  at t = {out['t_final']:.6g}: " + ", ".join(f"{k} = {v:.6g}" for k, v in out["final"].items()))
+    _print_saved(out)
     return EXIT_OK
 
 
@@ -489,7 +559,7 @@ def _predict_covariance(args, problem) -> int:
 
     w0 = problem.initial_weight(_init(args.init), rng=args.seed)
     t_escape = problem.escape_time(w0, level=args.m_target)
-    t_end = args.t_end if args.t_end is not None else (2.0 * t_escape if math.isfinite(t_escape) else 1e4)
+    t_end = args.t_end if args.t_end is not None else _horizon(2.0 * t_escape, 1e4)
     traj = problem.with_overlaps(problem.integrate(w0, t_end, escape_level=args.m_target, escape_terminal=False))
     names = ("p", "S", "m_sigma", "m_u")
     ev = np.linalg.eigvalsh(problem.sigma)
@@ -553,7 +623,8 @@ def cmd_simulate(args) -> int:
             raise ValueError(f"`--algorithm` must be 'sgd' for --model committee (online SGD); got {args.algorithm!r}.")
         traj = simulate_committee(problem, d=args.d, t_end=args.t_end, replicas=args.replicas,
                                   init=_init(args.init), batch=args.batch, rng=args.seed, engine=args.engine,
-                                  checkpoint=args.checkpoint, progress=progress)
+                                  checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
+                                  progress=progress, max_steps=args.max_steps)
     else:
         from .simulate import simulate
 
@@ -561,7 +632,8 @@ def cmd_simulate(args) -> int:
         traj = simulate(problem, d=args.d, algorithm=args.algorithm, eta=eta, t_end=args.t_end,
                         batch=None if args.algorithm == "gf" else args.batch,
                         n_samples=args.n_samples, replicas=args.replicas, init=_init(args.init), rng=args.seed,
-                        checkpoint=args.checkpoint, progress=progress, engine=args.engine)
+                        checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, progress=progress,
+                        engine=args.engine, max_steps=args.max_steps)
     out = traj.summary()
     if args.out:
         traj.save(args.out)
@@ -581,6 +653,14 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    """``popdyn compare``: ODE vs simulation, with the statistical verdict of :mod:`popdyn.compare`.
+
+    Exit code 0 for every completed comparison, whether the verdict is "agree" or
+    "DISAGREE": a disagreement is a measured result (the printed line and the JSON
+    ``verdict.agree`` carry it), not a failure of the computation.  Scripts that gate on
+    it read ``verdict.agree`` from ``--json``.  Exit 1 stays reserved for numerical
+    failures (non-finite weights, ODE blow-up), exit 2 for usage errors.
+    """
     import numpy as np
 
     from .compare import compare
@@ -625,7 +705,20 @@ def cmd_compare(args) -> int:
     for i, (a, b) in enumerate(zip(res.directions_ode, res.directions_sim)):
         print(f"  {unit} {i + 1}: ODE -> {a:<7} simulation -> {b:<7} {'agree' if a == b else 'DISAGREE'}")
     if res.directions_ode:
-        print(f"  agreement: {res.agreement:.0%}")
+        print(f"  direction agreement: {res.agreement:.0%} (final directions only; not the verdict)")
+    v = res.verdict
+    mx = v.max_deviation
+    at_mx = f"{mx.z:+.2g} SE" if np.isfinite(mx.z) else "no SE"
+    print(f"  verdict: {'agree' if v.agree else 'DISAGREE'} - max |dev| = {abs(mx.deviation):.3g} = {at_mx} "
+          f"at t = {mx.t:.4g} ({mx.label}); {v.fraction_within:.0%} of {v.n_points} points within "
+          f"z*SE + c/sqrt(d)")
+    if v.worst_z is not None:
+        w = v.worst_z
+        print(f"  worst z = {w.z:+.3g} at t = {w.t:.4g} ({w.label}, |dev| = {abs(w.deviation):.3g}, "
+              f"band {w.band:.3g}); largest |dev|/band = {v.band_ratio:.3g}")
+    print(f"  rule: {v.rule}")
+    for note in v.notes:
+        print(f"  note: {note}")
     if args.plot:
         print(f"  plot: {args.plot}")
     return EXIT_OK
@@ -635,7 +728,7 @@ def cmd_verify(args) -> int:
     from .verify import list_papers, verify
 
     if args.list:
-        papers = list_papers()
+        papers = list_papers(args.papers or None)
         if args.json:
             _dump({"papers": papers})
         else:
@@ -695,20 +788,38 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="print the BibTeX of popdyn and of the papers behind this command, then exit")
 
 
-def _nonneg_int(text: str) -> int:
+def _int(text: str, minimum: int, what: str) -> int:
+    """An integer ``>= minimum``; integral floats such as ``1e4`` are accepted."""
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {v}")
+        try:
+            f = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if not (f == f and abs(f) != float("inf") and f.is_integer()):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        v = int(f)
+    if v < minimum:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {v}")
     return v
 
 
+def _nonneg_int(text: str) -> int:
+    return _int(text, 0, "a non-negative integer")
+
+
 def _pos_int(text: str) -> int:
-    v = _nonneg_int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
+    return _int(text, 1, "a positive integer")
+
+
+def _finite_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
     return v
 
 
@@ -716,9 +827,18 @@ def _pos_float(text: str) -> float:
     try:
         v = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text!r}") from None
     if not (v > 0) or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text!r}")
+    return v
+
+
+def _level(text: str) -> float:
+    """An overlap level in (0, 1): the unit-norm overlaps |u_j|, |m| never exceed 1."""
+    v = _finite_float(text)
+    if not 0.0 < v < 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1) (overlaps of unit vectors are at most 1 in "
+                                         f"absolute value), got {text!r}")
     return v
 
 
@@ -728,11 +848,11 @@ def _add_model_args(p) -> None:
                    help="multi-index (default; arXiv 2411.08798), single-index online SGD (BAGJ 2021), or committee "
                         "(two-layer squared loss, Saad-Solla)")
     g.add_argument("--loss", choices=["correlation", "squared"], default="correlation", help="single-index loss")
-    g.add_argument("--a-star", type=float, default=1.0, help="single-index teacher scale a*")
+    g.add_argument("--a-star", type=_finite_float, default=1.0, help="single-index / spiked: teacher scale a* (non-zero)")
     g.add_argument("--K", type=_pos_int, default=2, help="committee: student hidden units (default 2)")
     g.add_argument("--M", type=_pos_int, default=2, help="committee: teacher hidden units (default 2)")
     g.add_argument("--train-second-layer", action="store_true", help="committee: train the second layer")
-    g.add_argument("--noise", type=float, default=0.0, help="committee: label-noise variance")
+    g.add_argument("--noise", type=_finite_float, default=0.0, help="committee: label-noise variance")
     g.add_argument("--conventions", choices=["popdyn", "saad-solla"], default="popdyn",
                    help="committee: naming/scaling of order parameters and time")
     g.add_argument("--covariance", default="spiked:kappa=0,align=1",
@@ -746,10 +866,10 @@ def _add_model_args(p) -> None:
                    help="spiked: spherical, covariance-normalised (default) or preconditioned flow")
     g.add_argument("--n-unlabeled", type=_pos_int, default=None,
                    help="spiked, preconditioned: unlabelled samples for the empirical covariance (default: exact Sigma)")
-    g.add_argument("--reuse", type=int, default=None,
+    g.add_argument("--reuse", type=_pos_int, default=None,
                    help="single-index: consecutive gradient steps on each minibatch (default 1 = online SGD; 2 = "
                         "the batch reuse of arXiv 2406.01581); given, it selects the batch-reuse model, correlation loss")
-    g.add_argument("--interpolation", type=float, default=None,
+    g.add_argument("--interpolation", type=_finite_float, default=None,
                    help="single-index with --reuse: xi in (0, 1], w <- normalize((1 - xi) w_old + xi w_new) "
                         "after the reused steps (default 1 = none)")
     g.add_argument("--eta-tilde", type=_pos_float, default=None,
@@ -765,7 +885,7 @@ def _add_problem_args(p, *, neurons: bool = True, student="he3", teacher="he3", 
                    help=f"number of index vectors (default {DEFAULT_K}, or the size of the --gram file)")
     g.add_argument("--gram", default="orthogonal",
                    help="orthogonal | equiangular (with --beta) | random (in dimension --d) | a text file with G")
-    g.add_argument("--beta", type=float, default=None, help="overlap of equiangular index vectors")
+    g.add_argument("--beta", type=_finite_float, default=None, help="overlap of equiangular index vectors")
     g.add_argument("--degree", type=_pos_int, default=None, help="Hermite truncation for non-polynomial activations")
     if neurons:
         g.add_argument("--neurons", type=_pos_int, default=n, help=f"student neurons N (default {n})")
@@ -781,7 +901,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"popdyn {__version__}")
     parser.add_argument("--cite", action="store_true",
                         help="print the BibTeX of popdyn and of the papers behind the command, then exit")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of a failure instead of the one-line message")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    parser.commands = sub.choices  # command name -> its parser (for the options a user typed)
 
     p = sub.add_parser("hermite", help="Hermite coefficients, norm, tail mass and exponents of an activation")
     p.add_argument("spec", help="activation spec: relu, tanh, he3, hermite:0,0,1, poly:z**3-3*z, ... (see `popdyn activations`)")
@@ -824,7 +947,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eta", type=_pos_float, default=None, help="single-index: step size (overrides --delta)")
     p.add_argument("--delta", type=_pos_float, default=None, help="single-index / committee: eta = delta/d (default 0.5)")
     p.add_argument("--batch", type=_pos_int, default=1, help="single-index / committee: minibatch size (default 1)")
-    p.add_argument("--m-target", type=float, default=0.5, help="single-index: alignment to reach (default 0.5)")
+    p.add_argument("--m-target", type=_level, default=0.5, help="single-index / spiked: alignment in (0, 1) to reach "
+                                                                   "(default 0.5)")
     p.add_argument("--u0", default=None, help="initial overlaps, rows 'u11,u12,...;u21,...' (default: drawn as in a "
                                               "simulation in dimension --d with --init and --seed)")
     p.add_argument("--d", type=_pos_int, default=None,
@@ -833,14 +957,18 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "(single-index: the initial alignment; committee: weight scale)")
     p.add_argument("--t-end", type=_pos_float, default=None,
                    help="final time (default: 20 multi-index; past the predicted escape single-index; 200 committee)")
-    p.add_argument("--escape-level", type=_pos_float, default=None, help="record when max_j |u_j| first reaches it")
+    p.add_argument("--escape-level", type=_level, default=None,
+                   help="multi-index: record when max_j |u_j| first reaches this level in (0, 1)")
     p.add_argument("--out", default=None, help="save the trajectory (.npz)")
     p.add_argument("--plot", default=None, help="save a PNG of u(t)")
     _add_common(p)
     p.set_defaults(func=cmd_predict)
 
     for name, helptext in (("simulate", "finite-d simulation (gradient flow, online SGD, multi-pass GD) in NumPy"),
-                           ("compare", "ODE prediction vs finite-d simulation from the same start, with a plot")):
+                           ("compare", "ODE prediction vs finite-d simulation from the same start, with a plot and a "
+                                       "statistical verdict (ODE within z*SE + c/sqrt(d) of the simulated mean at "
+                                       "every recorded time and overlap); exits 0 also when the verdict is DISAGREE "
+                                       "(see verdict.agree in --json)")):
         p = sub.add_parser(name, help=helptext)
         _add_problem_args(p)
         _add_model_args(p)
@@ -857,13 +985,21 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--init", default="0.3", help="'uniform' (Haar on the sphere) or a warm-start scale m0: "
                                                      "u0 ~ N(0, m0^2 G) (default 0.3)")
         g.add_argument("--t-end", type=_pos_float, default=5.0, help="final time t = eta * steps (default 5)")
-        g.add_argument("--quiet", action="store_true", help="no progress bar")
+        g.add_argument("--quiet", action="store_true", help="no progress output (by default a bar on a terminal, "
+                                                            "a line every 10 s otherwise, for runs over 5 s)")
+        g.add_argument("--max-steps", type=_pos_int, default=DEFAULT_MAX_STEPS,
+                       help=f"refuse a run needing more SGD/GD steps than this (default {DEFAULT_MAX_STEPS:.0e}, "
+                            "about a day at the fastest measured rate)")
         g.add_argument("--engine", choices=["full", "exact"], default="full",
                        help="full: materialise x in d dimensions; exact: draw only its projections from their "
                             "exact joint law (cost independent of d; single-index and committee)")
         if name == "simulate":
             g.add_argument("--out", default=None, help="save the trajectory (.npz)")
-            g.add_argument("--checkpoint", default=None, help="checkpoint file: saved as the run goes, resumed if present")
+            g.add_argument("--checkpoint", default=None,
+                           help="checkpoint file (.npz): saved as the run goes and on Ctrl-C/SIGTERM; rerunning the "
+                                "same command resumes from it, bit-identically")
+            g.add_argument("--checkpoint-every", type=_pos_float, default=None, metavar="SECONDS",
+                           help="seconds between checkpoint writes (default 5, stretched if a write is slow)")
             p.set_defaults(func=cmd_simulate)
         else:
             g.add_argument("--plot", default="popdyn_compare.png", help="PNG path (default popdyn_compare.png; "
@@ -888,7 +1024,132 @@ def build_parser() -> argparse.ArgumentParser:
 _EXTRA_COMMANDS: list = []
 
 
+def _given_flags(parser: argparse.ArgumentParser, argv) -> set[str]:
+    """The ``dest`` of every option the user typed (abbreviations are refused by the parser)."""
+    actions = parser._option_string_actions
+    given = set()
+    for tok in argv:
+        if tok.startswith("-"):
+            action = actions.get(tok.split("=", 1)[0])
+            if action is not None:
+                given.add(action.dest)
+    return given
+
+
+#: Options that only some models use (``dest`` -> models).  An option outside its models is
+#: a usage error, never silently ignored.
+MODEL_OPTIONS = {
+    "k": {"multi-index"}, "gram": {"multi-index"}, "beta": {"multi-index"}, "degree": {"multi-index"},
+    "neurons": {"multi-index"}, "u0": {"multi-index"}, "escape_level": {"multi-index"},
+    "loss": {"single-index"}, "reuse": {"single-index"}, "interpolation": {"single-index"},
+    "eta_tilde": {"single-index"}, "a_star": {"single-index", "spiked"}, "m_target": {"single-index", "spiked"},
+    "K": {"committee"}, "M": {"committee"}, "train_second_layer": {"committee"}, "noise": {"committee"},
+    "conventions": {"committee"},
+    "covariance": {"spiked"}, "direction": {"spiked"}, "flow": {"spiked"}, "n_unlabeled": {"spiked"},
+}
+#: ``popdyn predict`` integrates gradient flows for these models: a step size means nothing there.
+_PREDICT_STEP_MODELS = {"single-index", "committee"}
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _check_applicable(args, given: set[str]) -> None:
+    """Refuse options that the chosen command, model or algorithm does not use."""
+    model = getattr(args, "model", None)
+    if model is not None:
+        for dest in sorted(given):
+            models = MODEL_OPTIONS.get(dest)
+            if models is not None and model not in models:
+                raise ValueError(f"`{_flag(dest)}` applies to --model {' | '.join(sorted(models))} only, not to "
+                                 f"--model {model}.")
+    gram_kind = getattr(args, "gram", None)
+    if "beta" in given and gram_kind != "equiangular":
+        raise ValueError(f"`--beta` applies with `--gram equiangular` only, got --gram {gram_kind}.")
+    if args.command == "predict":
+        step = [d for d in ("eta", "delta", "batch") if d in given]
+        if step and model not in _PREDICT_STEP_MODELS:
+            raise ValueError(f"`{_flag(step[0])}` does not apply to `predict --model {model}`: it integrates the "
+                             f"gradient flow (step sizes matter for --model single-index | committee).")
+        if "u0" in given:
+            clash = [d for d in ("init",) + (("d",) if gram_kind != "random" else ()) if d in given]
+            if clash:
+                raise ValueError(f"`{_flag(clash[0])}` is used to draw the initial overlaps; it does not apply "
+                                 "with `--u0`, which gives them.")
+    algorithm = getattr(args, "algorithm", None)
+    if algorithm is not None:
+        if "n_samples" in given and algorithm != "gd":
+            raise ValueError(f"`--n-samples` (dataset size) applies with `--algorithm gd` only, got --algorithm "
+                             f"{algorithm}.")
+        if algorithm == "gf":
+            step = [d for d in ("eta", "delta", "batch", "eta_tilde") if d in given]
+            if step:
+                raise ValueError(f"`{_flag(step[0])}` does not apply to `--algorithm gf` (gradient flow has no "
+                                 "step or minibatch).")
+    if "n_unlabeled" in given and getattr(args, "flow", None) != "preconditioned":
+        raise ValueError(f"`--n-unlabeled` applies with `--flow preconditioned` only (n_unlabeled samples estimate "
+                         f"its Sigma), got --flow {args.flow}.")
+
+
+def _check_outputs(args) -> None:
+    """Check every output path before the run starts (a failed write after an hour loses the hour)."""
+    for dest, suffixes in (("out", (".npz",)), ("plot", (".png",)), ("checkpoint", (".npz",))):
+        path = getattr(args, dest, None)
+        if path is None or (dest == "plot" and path == ""):
+            continue
+        _check_output_path(_flag(dest), path, suffixes)
+
+
+def _check_output_path(flag: str, path: str, suffixes) -> None:
+    import os
+    import tempfile
+    from pathlib import Path
+
+    if path == "":
+        raise ValueError(f"`{flag}` must be a file path, got an empty string.")
+    p = Path(path).expanduser()
+    if p.suffix.lower() not in suffixes:
+        raise ValueError(f"`{flag}` must end in {' or '.join(suffixes)} (the format popdyn writes), got {path!r}.")
+    if p.is_dir():
+        raise ValueError(f"`{flag}` {path!r} is a directory; give a file path.")
+    parent = p.parent
+    while not parent.exists():  # atomic writes create missing parent directories
+        if parent.parent == parent:
+            break
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"`{flag}` {path!r}: {str(parent)!r} is a file, not a directory.")
+    try:  # the only portable test: really create a file there (root passes os.access on /proc)
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).rstrip(".")
+        raise ValueError(f"`{flag}` {path!r} cannot be written: creating a file in {str(parent)!r} failed "
+                         f"({reason}).") from None
+    if p.exists() and not os.access(p, os.W_OK):
+        raise ValueError(f"`{flag}` {path!r} exists and is not writable.")
+
+
+def _install_warning_format() -> None:
+    """Warnings as one line on stderr (``popdyn: warning: ...``), without source lines."""
+    import warnings
+
+    warnings.formatwarning = lambda message, category, *a, **k: (
+        f"popdyn: warning: {_one_line(message)} ({category.__name__})\n")
+
+
 def main(argv=None) -> int:
+    """Run the ``popdyn`` command line; return the exit code (0 ok, 1 numerical failure, 2 usage error).
+
+    Every failure becomes one line on stderr: usage errors (bad or inapplicable options,
+    impossible output paths, sizes beyond the machine's memory or the step budget) exit 2,
+    numerical failures exit 1 with the time or step where they happened, an interrupt exits
+    130 (after saving a checkpoint when one was requested).  ``--debug`` re-raises instead,
+    showing the traceback.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv[: argv.index("--") if "--" in argv else len(argv)]
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.cite:
@@ -899,24 +1160,53 @@ def main(argv=None) -> int:
     if not args.command:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    _install_warning_format()
     from .errors import NumericalError
 
     try:
+        args.given = _given_flags(parser.commands[args.command], argv)
+        _check_applicable(args, args.given)
+        _check_outputs(args)
         return int(args.func(args) or 0)
-    except NumericalError as exc:
-        print(f"popdyn: numerical failure: {exc}", file=sys.stderr)
-        return EXIT_NUMERICAL
-    except (ValueError, TypeError) as exc:
-        print(f"popdyn: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("popdyn: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        if debug:
+            raise
+        print(f"popdyn: interrupted: {_one_line(exc)}" if str(exc) else "popdyn: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # e.g. `popdyn ... | head`
         import os
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    except Exception as exc:  # the one error boundary: no traceback reaches the user without --debug
+        if debug:
+            raise
+        code, text = _classify(exc)
+        print(f"popdyn: {text}", file=sys.stderr)
+        return code
+
+
+def _classify(exc: BaseException) -> tuple[int, str]:
+    """Exit code and one-line message for an exception that reached the command line."""
+    from .errors import NumericalError
+
+    msg = _one_line(exc)
+    if isinstance(exc, NumericalError):
+        return EXIT_NUMERICAL, f"numerical failure: {msg}"
+    if isinstance(exc, (ValueError, TypeError)):
+        return EXIT_USAGE, f"error: {msg}"
+    if isinstance(exc, MemoryError):
+        return EXIT_USAGE, ("error: not enough memory for this run; lower the sizes (--d, --replicas, --batch, "
+                            "--n-samples, --neurons, --K/--M, --degree).")
+    if isinstance(exc, OverflowError):
+        return EXIT_USAGE, f"error: a value is too large to compute with ({msg}); give smaller numbers."
+    if isinstance(exc, OSError):
+        where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
+        return EXIT_USAGE, f"error: cannot access{where}: {(exc.strerror or msg).rstrip('.')}."
+    if isinstance(exc, (FloatingPointError, ArithmeticError, RecursionError)):
+        return EXIT_NUMERICAL, f"numerical failure: {type(exc).__name__}: {msg}"
+    return EXIT_NUMERICAL, (f"internal error: {type(exc).__name__}: {msg} (please report it; rerun with --debug "
+                            "for the traceback)")
 
 
 if __name__ == "__main__":  # pragma: no cover

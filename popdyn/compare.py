@@ -23,6 +23,54 @@ For online SGD with step :math:`\eta` and batch :math:`B` the ODE includes the
 leading-order normalisation term :math:`-\tfrac{\eta(d-1)}{2B} C(u)\,u` (see
 :func:`popdyn.ode.integrate`); with :math:`\eta = \delta/d` the remaining deviation is
 the replica-mean noise, :math:`O(\sqrt{\delta t/(d R)})`, so it shrinks as ``d`` grows.
+
+Verdict
+-------
+Every compared overlap component :math:`c` (each name in ``ode_state_names`` and each of
+its entries, e.g. ``u[i, j]``) at every recorded time :math:`t` gives one point with
+
+.. math::
+
+    \Delta_c(t) = q_c^{\rm ODE}(t) - \overline{q}_c^{\rm sim}(t), \qquad
+    \mathrm{SE}_c(t) = s_c(t)/\sqrt{R}, \qquad z_c(t) = \Delta_c(t)/\mathrm{SE}_c(t),
+
+(:math:`s_c` the replica standard deviation, ``ddof=1``).  The point agrees when
+
+.. math::
+
+    |\Delta_c(t)| \le z^\ast\,\mathrm{SE}_c(t) + c_{\rm fin}/\sqrt d ,
+
+and the comparison agrees when every point does.  The two terms:
+
+* **sampling noise**: :math:`z^\ast` is the two-sided Bonferroni critical value of a
+  Student t with :math:`R-1` degrees of freedom (the SE is estimated from :math:`R`
+  replicas) for :math:`n` tests at family-wise level :data:`FAMILY_ALPHA`:
+  :math:`z^\ast = t_{R-1}^{-1}(1 - \alpha/(2n))`, ``n`` = the number of points with a
+  non-zero SE.  Bonferroni holds under any correlation; here neighbouring times share
+  most of their noise, so the actual false-alarm rate of an exact ODE is below
+  :data:`FAMILY_ALPHA`.  With few replicas :math:`z^\ast` is large (R = 8, n = 240:
+  9.0; R = 2: ~1.5e4), i.e. the test has little power, and the result says so.
+* **finite size**: the ODE is the :math:`d\to\infty` limit.  At finite ``d`` each
+  replica fluctuates around it by :math:`O(d^{-1/2})` (online SGD with
+  :math:`\eta = \delta/d`: :math:`\sqrt{\delta t/(B d)}`); the replica mean removes these
+  fluctuations only to first order, and through the nonlinearity of the drift they
+  feed back into the mean at second order, :math:`O(\delta t/(B d))`, amplified near
+  unstable directions (saddles, escapes) and joined by the :math:`O(1/d)` terms the
+  ODE drops.  The allowance :math:`c_{\rm fin}/\sqrt d` (:data:`C_FINITE`) is the
+  conservative envelope of these: it decays no faster than the fluctuation scale
+  itself, so an :math:`O(1/d)` bias cannot outgrow it as ``d`` increases.
+
+The Student t assumes Gaussian replicas.  In the first few steps the replica spread is
+the sum of a handful of heavy-tailed minibatch gradients (products of Hermite
+polynomials), so with few replicas the earliest z-scores are unreliable (measured: the
+README's main job, 8 replicas, worst z +4 to +8 always within t <= 0.04, where the
+deviation is ~1e-3); there the allowance, not :math:`z^\ast`, decides, which is why
+:attr:`Verdict.band_ratio` (the margin) is reported next to the worst z.
+
+When no point has a standard error above :data:`SE_FLOOR` (one replica, or the
+deterministic gradient flow whose replicas are identical) no z-test is possible and only
+the finite-size allowance applies; :attr:`Verdict.notes` says so.  The final directions
+(:attr:`Comparison.agreement`) are kept as extra information; they are not the verdict.
 """
 
 from __future__ import annotations
@@ -35,13 +83,137 @@ import numpy as np
 from ._validation import check_real
 from .trajectory import Trajectory
 
-__all__ = ["Comparison", "compare", "final_directions", "DIRECTION_LEVEL"]
+__all__ = ["Comparison", "Verdict", "DeviationPoint", "compare", "final_directions", "critical_z",
+           "DIRECTION_LEVEL", "FAMILY_ALPHA", "C_FINITE", "SE_FLOOR"]
 
 #: A neuron "ends at" ±v_j when its largest |u_j| exceeds this level; below it the
 #: neuron is reported as "none" (still near the equator or at a mixed point).
 DIRECTION_LEVEL = 0.5
 #: Extra linear time points at which the ODE is recorded, so its curve plots smoothly.
 PLOT_POINTS = 400
+#: Family-wise false-alarm rate of the verdict: the probability that an exact ODE is
+#: declared "disagree" because of replica noise alone (Bonferroni over all z-tests of one
+#: comparison; a researcher reruns a disagreeing comparison, so a 1-in-100 false alarm is
+#: acceptable, while 5 % would make "disagree" on a single run uninformative).
+FAMILY_ALPHA = 0.01
+#: Finite-size allowance c_fin: |ODE - mean| may exceed the noise band by c_fin / sqrt(d)
+#: (overlaps are O(1): cosines, w^T Sigma w ~ 1).  Measured systematic |ODE - mean| (4 seeds
+#: x 64 replicas, multi-index he3/he3, k = N = 2, escaping from u0 = [[.35,.15],[.1,.4]],
+#: eta = 0.5/d, B = 32, t <= 2): 0.034 (d = 64), 0.015 (d = 128), 0.011 (d = 256, at its
+#: 3-SE noise floor), i.e. sqrt(d) * bias <= 0.27 (and d * bias ~ 2: the O(1/d) of the
+#: module docstring).  0.3 covers that; it gives 0.013 at d = 500 and 0.0067 at d = 2000,
+#: far below the O(1) deviations of a wrong teacher or a wrong flow.
+C_FINITE = 0.3
+#: Standard errors at or below this are rounding noise of identical replicas (1e4 ulps of
+#: an O(1) overlap, e.g. S = w^T Sigma w after an exact retraction), not sampling noise:
+#: such points get no z-score and only the finite-size allowance applies.
+SE_FLOOR = 1e-12
+#: Above this critical z the verdict notes the low power of the test (R = 8 replicas and
+#: 240 points give 9.0; R = 16, 5.7; R = 4, 38: the SE itself is then known to a factor ~2).
+LOW_POWER_Z = 10.0
+
+
+def critical_z(replicas: int, n_tests: int, alpha: float = FAMILY_ALPHA) -> float:
+    r"""Two-sided Bonferroni critical value :math:`t_{R-1}^{-1}(1 - \alpha/(2n))`.
+
+    Student t with ``replicas - 1`` degrees of freedom because the standard error is
+    estimated from the replicas; ``nan`` for fewer than two replicas (no SE).
+
+    Examples
+    --------
+    >>> round(critical_z(8, 240), 2), round(critical_z(10**6, 1, 0.05), 3)
+    (9.03, 1.96)
+    """
+    from scipy.special import stdtrit
+
+    if replicas < 2:
+        return float("nan")
+    return float(stdtrit(replicas - 1, 1.0 - alpha / (2.0 * max(int(n_tests), 1))))
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviationPoint:
+    """One (time, overlap component) point of a comparison.
+
+    ``index`` is the 0-based index inside the overlap (``()`` for a scalar); :attr:`label`
+    writes it 1-based, like the CLI's neuron numbers (``u[2,1]``: neuron 2, index vector 1).
+    """
+
+    overlap: str
+    index: tuple
+    t: float
+    deviation: float      # ODE - replica mean
+    standard_error: float
+    z: float              # deviation / standard_error (nan when the SE is zero)
+    band: float           # z_crit * SE + c_fin / sqrt(d)
+
+    @property
+    def label(self) -> str:
+        if not self.index:
+            return self.overlap
+        return f"{self.overlap}[{','.join(str(i + 1) for i in self.index)}]"
+
+    def as_dict(self) -> dict:
+        return {"overlap": self.overlap, "index": list(self.index), "label": self.label, "t": self.t,
+                "deviation": self.deviation, "standard_error": self.standard_error,
+                "z": _finite_or_none(self.z), "band": self.band}
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """Statistical verdict of a comparison (module docstring, "Verdict").
+
+    Attributes
+    ----------
+    agree : bool
+        Every (time, overlap) point lies within its band.
+    rule : str
+        One line stating the rule with the numbers used.
+    z_crit : float
+        Critical z (nan when no point has a standard error).
+    alpha, c_finite, allowance : float
+        :data:`FAMILY_ALPHA`, :data:`C_FINITE` and ``c_finite / sqrt(d)``.
+    n_points, n_tested : int
+        All points, and those with a standard error above :data:`SE_FLOOR` (z-tested).
+    fraction_within : float
+        Fraction of points within their band.
+    worst_z : DeviationPoint or None
+        The point with the largest ``|z|`` (None when nothing was z-tested).
+    max_deviation : DeviationPoint
+        The point with the largest ``|ODE - mean|``.
+    band_ratio : float
+        Largest ``|ODE - mean| / band`` over the points (> 1 exactly when the verdict is
+        "disagree"; the margin of the verdict).
+    notes : tuple of str
+        E.g. no standard error (only the allowance applies), low power with few replicas.
+    """
+
+    agree: bool
+    rule: str
+    z_crit: float
+    alpha: float
+    c_finite: float
+    allowance: float
+    n_points: int
+    n_tested: int
+    fraction_within: float
+    worst_z: DeviationPoint | None
+    max_deviation: DeviationPoint
+    band_ratio: float
+    notes: tuple = ()
+
+    def as_dict(self) -> dict:
+        return {"agree": self.agree, "rule": self.rule, "z_crit": _finite_or_none(self.z_crit), "alpha": self.alpha,
+                "c_finite": self.c_finite, "allowance": self.allowance, "n_points": self.n_points,
+                "n_tested": self.n_tested, "fraction_within": self.fraction_within,
+                "worst_z": None if self.worst_z is None else self.worst_z.as_dict(),
+                "max_deviation": self.max_deviation.as_dict(), "band_ratio": self.band_ratio,
+                "notes": list(self.notes)}
+
+
+def _finite_or_none(x):
+    x = float(x)
+    return x if np.isfinite(x) else None
 
 
 def final_directions(u_final: np.ndarray, *, level: float = DIRECTION_LEVEL) -> list[str]:
@@ -82,7 +254,12 @@ class Comparison:
         model; for other models ``"escaped"`` when the model's escape observable
         (e.g. ``|m|``) ends at or above :data:`DIRECTION_LEVEL`, else ``"none"``.
     agreement : float
-        Fraction of neurons whose end directions agree.
+        Fraction of neurons whose end directions agree (extra information only: it looks
+        at the last time and at a coarse label, so it is not the verdict).
+    verdict : Verdict
+        The statistical verdict over every recorded time and overlap component (module
+        docstring, "Verdict").  Per-point values: :meth:`deviation`,
+        :meth:`standard_error`, :meth:`z_scores`, :meth:`band`.
     """
 
     ode: Trajectory
@@ -95,6 +272,33 @@ class Comparison:
     directions_sim: list
     agreement: float
     meta: dict
+    verdict: Verdict | None = None
+
+    def _ode_on_sim_grid(self, name: str) -> np.ndarray:
+        """The ODE's ``name`` on the simulation grid, shaped like ``simulation.mean(name)``."""
+        return _ode_on_grid(self.ode, self.simulation, name)
+
+    def deviation(self, name: str) -> np.ndarray:
+        """``ODE - replica mean`` of overlap ``name`` on the simulation grid, shape ``(T, ...)``."""
+        return self._ode_on_sim_grid(name) - self.simulation.mean(name)
+
+    def standard_error(self, name: str) -> np.ndarray:
+        """Standard error of the replica mean of ``name`` (zeros for one replica)."""
+        return self.simulation.std(name) / np.sqrt(max(self.simulation.n_replicas, 1))
+
+    def z_scores(self, name: str) -> np.ndarray:
+        """:meth:`deviation` / :meth:`standard_error`; nan where the SE is at most :data:`SE_FLOOR`."""
+        se = self.standard_error(name)
+        ok = se > SE_FLOOR
+        return np.where(ok, self.deviation(name) / np.where(ok, se, 1.0), np.nan)
+
+    def band(self, name: str) -> np.ndarray:
+        """Half-width of the verdict band, ``z_crit * SE + c_fin / sqrt(d)``, of any simulated overlap."""
+        if self.verdict is None:
+            raise ValueError("`verdict` is None: this Comparison was built without one.")
+        se = self.standard_error(name)
+        z = 0.0 if not np.isfinite(self.verdict.z_crit) else self.verdict.z_crit
+        return np.where(se > SE_FLOOR, z * se, 0.0) + self.verdict.allowance
 
     def as_dict(self) -> dict:
         """JSON-friendly summary (the ``popdyn compare --json`` output)."""
@@ -106,6 +310,9 @@ class Comparison:
             "directions_ode": self.directions_ode,
             "directions_sim": self.directions_sim,
             "agreement": self.agreement,
+            "verdict": None if self.verdict is None else self.verdict.as_dict(),
+            "z_scores": {n: _nan_to_none(self.z_scores(n)) for n in self.names},
+            "t": self.simulation.t.tolist(),
             "t_final": float(self.simulation.t[-1]),
             "time_unit": self.simulation.time_unit,
             "initial": {n: np.asarray(self.ode.overlaps[n][0, 0]).tolist() for n in self.names},
@@ -178,12 +385,12 @@ def compare(problem, *, d: int, t_end: float, algorithm: str = "sgd", eta: float
     ode = integrate(problem, state0[names[0]] if len(names) == 1 else state0, t_final, times=grid, **opts)
     if hasattr(problem, "with_overlaps"):  # a d-dim ODE state: add the overlaps the simulation records
         ode = problem.with_overlaps(ode)
-    at = np.searchsorted(ode.t, sim.t)
-    diffs = [ode.overlaps[n][at, 0] - sim.mean(n) for n in names]
+    diffs = [_ode_on_grid(ode, sim, n) - sim.mean(n) for n in names]
     flat = np.concatenate([np.ravel(x) for x in diffs])
     dev = float(np.max(np.abs(flat)))
     rms = float(np.sqrt(np.mean(flat ** 2)))
     sem = max(float(np.max(sim.std(n))) for n in names) / np.sqrt(max(sim.n_replicas, 1))
+    verdict = _verdict(sim, names, diffs, d=int(sim.meta.get("d", d)))
     dir_ode, dir_sim = _end_labels(problem, ode, sim, names)
     agree = float(np.mean([a == b for a, b in zip(dir_ode, dir_sim)])) if dir_ode else float("nan")
     meta = {
@@ -198,7 +405,82 @@ def compare(problem, *, d: int, t_end: float, algorithm: str = "sgd", eta: float
         meta["u0"] = state0["u"].tolist()
     return Comparison(ode=ode, simulation=sim, names=names, max_abs_deviation=dev, rms_deviation=rms,
                       max_standard_error=float(sem), directions_ode=dir_ode, directions_sim=dir_sim,
-                      agreement=agree, meta=meta)
+                      agreement=agree, meta=meta, verdict=verdict)
+
+
+def _ode_on_grid(ode, sim, name):
+    """ODE values of ``name`` at the simulation's times, shaped like ``sim.mean(name)``.
+
+    The ODE stores one replica (``(T_ode, 1, ...)``) and may keep a length-1 component axis
+    where the simulator records a scalar (spiked ``p``: ``(T, 1, 1)`` vs ``(T, R)``); the
+    values are reshaped, never broadcast, so time i is only ever compared with time i.
+    """
+    at = np.searchsorted(ode.t, sim.t)
+    vals = np.asarray(ode.overlaps[name])[at, 0]
+    shape = sim.mean(name).shape
+    if vals.size != int(np.prod(shape)):
+        raise TypeError(f"overlap `{name}`: the ODE gives shape {vals.shape[1:]} per time, the simulation "
+                        f"{shape[1:]}; cannot compare them.")
+    return vals.reshape(shape)
+
+
+def _verdict(sim, names, diffs, *, d: int) -> Verdict:
+    """The statistical verdict (module docstring, "Verdict") from the per-name deviations."""
+    R = sim.n_replicas
+    t = np.asarray(sim.t, dtype=float)
+    T = t.size
+    dev_cols, se_cols, where = [], [], []
+    for name, diff in zip(names, diffs):
+        comp_shape = diff.shape[1:]
+        se = sim.std(name) / np.sqrt(max(R, 1))
+        dev_cols.append(diff.reshape(T, -1))
+        se_cols.append(np.asarray(se, dtype=float).reshape(T, -1))
+        where += [(name, tuple(int(i) for i in np.unravel_index(c, comp_shape)) if comp_shape else ())
+                  for c in range(int(np.prod(comp_shape, dtype=int)))]
+    dev = np.concatenate(dev_cols, axis=1)
+    se = np.concatenate(se_cols, axis=1)
+    tested = se > SE_FLOOR
+    n_tested = int(np.count_nonzero(tested))
+    z_crit = critical_z(R, n_tested) if n_tested else float("nan")
+    allowance = C_FINITE / np.sqrt(d)
+    band = np.where(tested, (0.0 if np.isnan(z_crit) else z_crit) * se, 0.0) + allowance
+    z = np.where(tested, dev / np.where(tested, se, 1.0), np.nan)
+    within = np.abs(dev) <= band
+    ratio = np.abs(dev) / band
+
+    def point(flat_index):
+        i, c = np.unravel_index(int(flat_index), dev.shape)
+        name, idx = where[c]
+        return DeviationPoint(overlap=name, index=idx, t=float(t[i]), deviation=float(dev[i, c]),
+                              standard_error=float(se[i, c]) if tested[i, c] else 0.0,
+                              z=float(z[i, c]), band=float(band[i, c]))
+
+    worst_z = point(np.nanargmax(np.abs(z))) if n_tested else None
+    notes = []
+    if not n_tested:
+        why = "one replica" if R < 2 else "the replicas are identical (deterministic dynamics)"
+        notes.append(f"no standard error ({why}): only the finite-size allowance c/sqrt(d) = {allowance:.2g} applies")
+    elif z_crit > LOW_POWER_Z:
+        notes.append(f"low power: with {R} replicas z* = {z_crit:.3g}; use more replicas for a sharper test")
+    if n_tested:
+        rule = (f"|ODE - mean| <= z*SE + c/sqrt(d) at all {dev.size} points; z* = {z_crit:.3g} (Bonferroni, "
+                f"alpha = {FAMILY_ALPHA:g} over {n_tested} tests, Student t with {R - 1} dof), "
+                f"c/sqrt(d) = {C_FINITE:g}/sqrt({d}) = {allowance:.2g}")
+    else:
+        rule = (f"|ODE - mean| <= c/sqrt(d) at all {dev.size} points (no standard error); "
+                f"c/sqrt(d) = {C_FINITE:g}/sqrt({d}) = {allowance:.2g}")
+    return Verdict(agree=bool(np.all(within)), rule=rule, z_crit=float(z_crit), alpha=FAMILY_ALPHA,
+                   c_finite=C_FINITE, allowance=float(allowance), n_points=int(dev.size), n_tested=n_tested,
+                   fraction_within=float(np.mean(within)), worst_z=worst_z,
+                   max_deviation=point(np.argmax(np.abs(dev))), band_ratio=float(np.max(ratio)),
+                   notes=tuple(notes))
+
+
+def _nan_to_none(a):
+    """Nested lists with nan replaced by None (strict JSON)."""
+    arr = np.asarray(a, dtype=object)
+    arr[np.asarray(np.isnan(np.asarray(a, dtype=float)))] = None
+    return arr.tolist()
 
 
 def _accepts_sgd_options(problem) -> bool:

@@ -36,13 +36,23 @@ def _grid(n_panels: int):
     return rows, cols
 
 
-def plot_comparison(result, path=None, *, max_neurons: int = 6, log_time: bool = False, spread: str = "std"):
+#: ``spread`` choices of :func:`plot_comparison`.
+SPREADS = ("verdict", "std", "sem")
+
+
+def plot_comparison(result, path=None, *, max_neurons: int = 6, log_time: bool = False, spread: str = "verdict"):
     r"""Predicted overlap curves over the simulated replica mean ± spread.
 
     One panel per neuron (at most ``max_neurons``); in each, :math:`u_j(t) = v_j\cdot w_i(t)`
     for every index ``j``: solid lines are the ODE prediction, dots the simulated
-    replica mean, the band the replica standard deviation (``spread="std"``) or the
-    standard error of the mean (``spread="sem"``).
+    replica mean, and the band around the dots is
+
+    * ``spread="verdict"`` (default): the verdict band of :mod:`popdyn.compare`,
+      ``mean ± (z*·SE + c/sqrt(d))`` -- the same quantity the console and ``--json``
+      report, so the verdict is "agree" exactly when every line stays inside its band
+      at the dots;
+    * ``spread="std"``: ± the replica standard deviation;
+    * ``spread="sem"``: ± the standard error of the mean.
 
     Parameters
     ----------
@@ -55,15 +65,15 @@ def plot_comparison(result, path=None, *, max_neurons: int = 6, log_time: bool =
     -------
     matplotlib.figure.Figure
     """
+    if spread not in SPREADS:
+        raise ValueError(f"`spread` must be one of {', '.join(SPREADS)}; got {str(spread)[:40]!r}.")
     plt = _plt()
     ode, sim = result.ode, result.simulation
     if "u" not in getattr(result, "names", ("u",)):
         return _plot_scalar_comparison(result, path, log_time=log_time, spread=spread)
     u_ode = ode.mean("u")          # (T, N, k)
     u_sim = sim.mean("u")          # (T, N, k)
-    band = sim.std("u")
-    if spread == "sem":
-        band = band / np.sqrt(max(sim.n_replicas, 1))
+    band = _band(result, "u", spread)
     n = min(u_ode.shape[1], max_neurons)
     k = u_ode.shape[2]
     rows, cols = _grid(n)
@@ -95,14 +105,33 @@ def plot_comparison(result, path=None, *, max_neurons: int = 6, log_time: bool =
         f"{meta.get('problem', {}).get('student', '?')} student / {', '.join(sorted(set(meta.get('problem', {}).get('teacher', ['?']))))}"
         f" teacher, k = {k}, d = {meta.get('d')}, {meta.get('algorithm')} "
         f"(eta = {meta.get('eta', '-')}, batch = {meta.get('batch', '-')}), {sim.n_replicas} replicas\n"
-        f"lines: ODE prediction; dots: simulated mean; band: ±1 {'s.d.' if spread == 'std' else 's.e.m.'}"
-        f" over replicas;  max |u_ode − mean u_sim| = {result.max_abs_deviation:.3g}",
+        f"lines: ODE prediction; dots: simulated mean; {_band_text(result, spread)}"
+        f";  max |u_ode − mean u_sim| = {result.max_abs_deviation:.3g}",
         fontsize=9,
     )
     fig.tight_layout()
     if path is not None:
         save_figure(fig, path)
     return fig
+
+
+def _band(result, name, spread):
+    """Half-width of the plotted band of overlap ``name`` (see :func:`plot_comparison`)."""
+    sim = result.simulation
+    if spread == "verdict":
+        return result.band(name)
+    band = sim.std(name)
+    return band / np.sqrt(max(sim.n_replicas, 1)) if spread == "sem" else band
+
+
+def _band_text(result, spread) -> str:
+    """Legend text of the band, with the verdict when the band is the verdict's."""
+    if spread != "verdict":
+        return f"band: ±1 {'s.d.' if spread == 'std' else 's.e.m.'} over replicas"
+    v = result.verdict
+    z = f"{v.z_crit:.3g}" if np.isfinite(v.z_crit) else "-"
+    return (f"band: mean ± (z*SE + c/√d), z* = {z}, c/√d = {v.allowance:.2g}; "
+            f"verdict: {'agree' if v.agree else 'DISAGREE'} ({v.fraction_within:.0%} of {v.n_points} points within)")
 
 
 def _plot_scalar_comparison(result, path, *, log_time: bool, spread: str):
@@ -116,9 +145,7 @@ def _plot_scalar_comparison(result, path, *, log_time: bool, spread: str):
     for ax, name in zip(axes[0], names):
         y_ode = ode.mean(name).reshape(ode.t.size, -1)
         y_sim = sim.mean(name).reshape(sim.t.size, -1)
-        band = sim.std(name).reshape(sim.t.size, -1)
-        if spread == "sem":
-            band = band / np.sqrt(max(sim.n_replicas, 1))
+        band = _band(result, name, spread).reshape(sim.t.size, -1)
         for j in range(y_ode.shape[1]):
             c = f"C{j % 10}"
             ax.fill_between(sim.t, y_sim[:, j] - band[:, j], y_sim[:, j] + band[:, j], color=c, alpha=0.18, lw=0)
@@ -133,8 +160,8 @@ def _plot_scalar_comparison(result, path, *, log_time: bool, spread: str):
     fig.suptitle(
         f"{sim.model}: d = {meta.get('d')}, {meta.get('algorithm')} (eta = {meta.get('eta', '-')}, "
         f"batch = {meta.get('batch', '-')}), {sim.n_replicas} replicas\n"
-        f"lines: ODE prediction; dots: simulated mean; band: ±1 {'s.d.' if spread == 'std' else 's.e.m.'}"
-        f" over replicas;  max |ODE − mean sim| = {result.max_abs_deviation:.3g}",
+        f"lines: ODE prediction; dots: simulated mean; {_band_text(result, spread)}"
+        f";  max |ODE − mean sim| = {result.max_abs_deviation:.3g}",
         fontsize=9,
     )
     fig.tight_layout()

@@ -601,9 +601,9 @@ def test_simulate_and_compare_reuse(tmp_path):
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["--model", "single-index", "--reuse", 0], "`reuse` must be an integer >= 1"),
+    (["--model", "single-index", "--reuse", 0], "argument --reuse: must be a positive integer"),
     (["--model", "single-index", "--reuse", 2, "--interpolation", 1.5], "interpolation"),
-    (["--model", "spiked", "--reuse", 2], "apply to --model single-index only"),
+    (["--model", "spiked", "--reuse", 2], "applies to --model single-index only"),
     (["--model", "single-index", "--reuse", 2, "--loss", "squared"], "`--loss` must be 'correlation'"),
     (["--model", "single-index", "--reuse", 2, "--eta-tilde", 0.5, "--eta", 0.01], "not both"),
     (["--model", "single-index", "--eta-tilde", 0.5], "applies with `--reuse` only"),

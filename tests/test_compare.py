@@ -9,12 +9,14 @@
 * SLOW: the deviation of online SGD shrinks like ``d^{-1/2}`` (replica-mean noise).
 """
 
+import copy
 import json
 
 import numpy as np
 import pytest
 
-from popdyn.compare import DIRECTION_LEVEL, Comparison, compare, final_directions
+from popdyn.compare import (C_FINITE, DIRECTION_LEVEL, FAMILY_ALPHA, SE_FLOOR, Comparison, compare, critical_z,
+                             final_directions)
 from popdyn.models.multi_index import MultiIndexProblem, gram
 from popdyn.ode import integrate
 
@@ -61,6 +63,33 @@ def test_gradient_flow_matches_ode(beta, d):
     assert res.directions_ode == res.directions_sim and res.agreement == 1.0
     assert res.meta["ode_correction"] is None and res.meta["algorithm"] == "gf"
     assert res.simulation.time_unit == res.ode.time_unit == "gradient-flow time t"
+    # no standard error: only the finite-size allowance applies, and the verdict says so
+    v = res.verdict
+    assert v.agree and v.n_tested == 0 and np.isnan(v.z_crit) and v.worst_z is None
+    assert v.allowance == pytest.approx(C_FINITE / np.sqrt(d)) and "no standard error" in v.rule
+    assert len(v.notes) == 1 and "one replica" in v.notes[0]
+    assert np.isnan(v.max_deviation.z) and v.max_deviation.standard_error == 0.0
+    np.testing.assert_allclose(res.band("u"), v.allowance, rtol=0)
+    assert res.as_dict()["verdict"]["z_crit"] is None and res.as_dict()["verdict"]["worst_z"] is None
+
+
+def test_identical_replicas_have_no_standard_error():
+    # the d-dim gradient flow is deterministic: replicas from one W0 coincide up to rounding
+    # (measured SE 8e-17), which SE_FLOOR treats as no standard error
+    res = compare(he3_problem(), d=30, t_end=1.0, algorithm="gf", replicas=3, init=0.3, n_record=10, rng=0)
+    assert res.max_standard_error <= SE_FLOOR
+    v = res.verdict
+    assert v.agree and v.n_tested == 0 and v.worst_z is None and "identical" in v.notes[0]
+
+
+def test_allowance_alone_rejects_a_wrong_flow():
+    # SE = 0 and the ODE of another teacher (he4: even, the he3 student's flow goes elsewhere):
+    # the finite-size allowance is the whole band, and the deviation is far outside it
+    res = compare(_WrongODE(he3_problem(), MultiIndexProblem("he3", "he4", gram("orthogonal", 2), n_neurons=2)),
+                  d=30, t_end=2.0, algorithm="gf", replicas=1, init=0.3, n_record=10, rng=0)
+    v = res.verdict
+    assert not v.agree and v.n_tested == 0 and v.band_ratio > 3
+    assert res.max_abs_deviation > 3 * v.allowance
 
 
 def test_gradient_flow_with_default_batch():
@@ -104,6 +133,27 @@ def test_fields_are_consistent(small_run):
     assert 0.0 <= res.agreement <= 1.0
     assert res.agreement == np.mean([a == b for a, b in zip(res.directions_ode, res.directions_sim)])
     assert res.meta["algorithm"] == opts["algorithm"] and res.meta["replicas"] == 4 and res.meta["d"] == 40
+    # the verdict, recomputed from the two trajectories: every (time, u[i, j]) point is one test
+    v = res.verdict
+    dev = u_ode - u_bar
+    se = sim.u.std(axis=1, ddof=1) / np.sqrt(4)
+    assert np.all(se[1:] > SE_FLOOR) and np.all(se[0] == 0)        # all replicas share the start
+    n_tested = dev[1:].size
+    assert v.n_points == dev.size and v.n_tested == n_tested
+    assert v.z_crit == pytest.approx(critical_z(4, n_tested), rel=1e-12) and v.alpha == FAMILY_ALPHA
+    band = v.z_crit * se + C_FINITE / np.sqrt(40)
+    np.testing.assert_allclose(res.band("u"), band, rtol=1e-12)
+    np.testing.assert_allclose(res.z_scores("u")[1:], dev[1:] / se[1:], rtol=1e-12)
+    assert np.all(np.isnan(res.z_scores("u")[0]))
+    assert v.fraction_within == np.mean(np.abs(dev) <= band) and v.agree == bool(np.all(np.abs(dev) <= band))
+    assert v.band_ratio == pytest.approx(np.max(np.abs(dev) / band), rel=1e-12)
+    i, n, j = np.unravel_index(np.argmax(np.abs(dev)), dev.shape)
+    mx = v.max_deviation
+    assert (mx.overlap, mx.index, mx.t) == ("u", (n, j), sim.t[i]) and mx.label == f"u[{n + 1},{j + 1}]"
+    assert abs(mx.deviation) == res.max_abs_deviation
+    z = dev[1:] / se[1:]
+    i, n, j = np.unravel_index(np.argmax(np.abs(z)), z.shape)
+    assert (v.worst_z.index, v.worst_z.t, v.worst_z.z) == ((n, j), sim.t[i + 1], pytest.approx(z[i, n, j], rel=1e-12))
 
 
 def test_same_start_for_every_replica_and_the_ode(small_run):
@@ -143,6 +193,19 @@ def test_as_dict_is_json(small_run):
         assert key in out
     assert out["time_unit"] == "t = eta * steps"
     np.testing.assert_allclose(out["u_final_sim_mean"], res.simulation.u[-1].mean(axis=0), rtol=0, atol=1e-15)
+    v = out["verdict"]
+    assert v["agree"] is res.verdict.agree and v["rule"] == res.verdict.rule and "z*SE + c/sqrt(d)" in v["rule"]
+    for key in ("z_crit", "alpha", "c_finite", "allowance", "n_points", "n_tested", "fraction_within", "band_ratio"):
+        assert v[key] == pytest.approx(getattr(res.verdict, key))
+    assert len(v["notes"]) == 1 and v["notes"][0].startswith("low power: with 4 replicas")  # z* ~ 38
+    for key in ("worst_z", "max_deviation"):
+        point = getattr(res.verdict, key)
+        assert v[key]["label"] == point.label and v[key]["t"] == point.t and v[key]["z"] == pytest.approx(point.z)
+    # per-point z-scores: None (JSON null) at t = 0, where the replicas are identical
+    z = np.array(out["z_scores"]["u"], dtype=float)
+    assert z.shape == res.simulation.u.mean(axis=1).shape and out["t"] == res.simulation.t.tolist()
+    assert np.all(np.isnan(z[0])) and np.allclose(z[1:], res.z_scores("u")[1:], rtol=1e-12)
+    json.dumps(out, allow_nan=False)  # strict JSON
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -181,6 +244,32 @@ def test_plot_comparison(small_run, tmp_path):
     fig = plot_comparison(res, spread="sem")  # no path: nothing written
     plt.close(fig)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cmp.png"]
+    with pytest.raises(ValueError, match="`spread` must be one of verdict, std, sem; got 'iqr'"):
+        plot_comparison(res, spread="iqr")
+
+
+def test_plot_band_is_the_verdict_band(small_run):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from popdyn.plot import plot_comparison
+
+    _, _, res = small_run
+    fig = plot_comparison(res)
+    try:
+        assert "band: mean ± (z*SE + c/√d)" in fig._suptitle.get_text()
+        assert f"verdict: {'agree' if res.verdict.agree else 'DISAGREE'}" in fig._suptitle.get_text()
+        ax = [a for a in fig.axes if a.axison][0]
+        # the first band drawn is neuron 1, index 1: mean ± band("u")[:, 0, 0]
+        verts = ax.collections[0].get_paths()[0].vertices
+        mean, half = res.simulation.mean("u")[:, 0, 0], res.band("u")[:, 0, 0]
+        T = mean.size
+        np.testing.assert_allclose(verts[1:T + 1, 1], mean + half if verts[1, 1] > mean[0] else mean - half,
+                                   rtol=1e-12, atol=1e-15)
+    finally:
+        plt.close(fig)
 
 
 # -- slow: the deviation is replica-mean noise, O(d^{-1/2}) ----------------------------------------
@@ -269,6 +358,13 @@ def test_spiked_compare_preconditioned():
     res = compare(prob, d=100, t_end=1.0, eta=1e-4, batch=8, replicas=8, init=0.3, rng=0, progress=False)
     assert res.names == ("p", "q", "S")
     assert res.meta["ode_correction"] is None  # the spiked ODE is the gradient flow
+    # time i is compared with time i: the ODE's (T, 1, 1) scalars are reshaped to the simulation's (T,),
+    # not broadcast against it (which compared ODE(t_end) with the start and reported 15 SE at d = 400)
+    T = res.simulation.t.size
+    assert all(res.deviation(n).shape == (T,) for n in res.names)
+    assert res.max_abs_deviation == max(np.max(np.abs(res.deviation(n))) for n in res.names)
+    assert res.verdict.agree
+    assert res.verdict.n_tested == 2 * (T - 1)  # S = w^T Sigma w is fixed by the retraction: SE ~1e-16 < SE_FLOOR
     out = res.as_dict()
     for name in res.names:
         assert np.ravel(out["final_sim_mean"][name]) == pytest.approx(
@@ -293,3 +389,46 @@ def test_compare_needs_an_ode():
 
     with pytest.raises(TypeError, match="no overlap ODE"):
         compare(NoODE(), d=10, t_end=1.0, eta=0.1)
+
+
+# -- the verdict on real and deliberately wrong comparisons --------------------------------------
+def _WrongODE(problem, other):
+    """``problem`` (its simulator, data and teacher) whose overlap ODE is ``other``'s: a wrong comparison."""
+    cls = type(f"Wrong{type(problem).__name__}", (type(problem),),
+                {"ode_rhs": lambda self, t, state, **kw: other.ode_rhs(t, state, **kw)})
+    wrong = copy.copy(problem)
+    object.__setattr__(wrong, "__class__", cls)
+    return wrong
+
+
+#: Single-index online SGD in the high-d scaling (eta = delta/d, delta = 0.5), exact engine
+#: (cost independent of d): he3 escapes from m0 = 0.3 to m ~ 0.7 by t = 2.  Measured over
+#: seeds 0-4: verdict "agree", largest |dev|/band 0.25-0.48, worst |z| 1.3-3.1.
+VERDICT_CASE = dict(d=1000, t_end=2.0, eta=5e-4, batch=8, replicas=16, init=0.3, progress=False, engine="exact",
+                    n_record=30)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_verdict_agrees_on_a_correct_comparison(seed):
+    from popdyn.models.single_index import SingleIndexProblem
+
+    res = compare(SingleIndexProblem("he3", "he3"), rng=seed, **VERDICT_CASE)
+    v = res.verdict
+    assert v.agree and v.fraction_within == 1.0 and v.band_ratio <= 1.0
+    assert v.n_tested == v.n_points - 1  # every time but t = 0 (shared start)
+    assert v.notes == ()  # 16 replicas: z* ~ 5.4, no low-power note
+    assert float(res.simulation.mean("m")[-1]) > 0.6  # it escaped: the comparison covers a real motion
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_verdict_disagrees_with_a_wrong_teacher(seed):
+    # data from the he3 teacher, ODE of an he2 teacher (no common Hermite degree with the he3
+    # student: the ODE only feels the eta^2 term and stays near m0 while the simulation escapes)
+    from popdyn.models.single_index import SingleIndexProblem
+
+    res = compare(_WrongODE(SingleIndexProblem("he3", "he3"), SingleIndexProblem("he3", "he2")), rng=seed,
+                  **VERDICT_CASE)
+    v = res.verdict
+    assert not v.agree and v.fraction_within < 1.0 and v.band_ratio > 1.0
+    assert abs(v.worst_z.z) > v.z_crit and v.max_deviation.label == "m"
+    assert res.as_dict()["verdict"]["agree"] is False
