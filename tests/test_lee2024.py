@@ -2,7 +2,8 @@
 
 Default tests: the cheap claims run in quick mode and pass; the settings of the slope claims
 escape with reuse and stall online (mean path); the THEORY.md §5.14 correction is explained;
-the random links have IE >= 3.  Slow: the simulation claims (reuse_slope, online_slope,
+the random links have IE >= 3; the verdicts of the slope and stall rows on stand-in tables
+(a wrong law fails).  Slow: the simulation claims (reuse_slope, online_slope,
 phase2_test_error) in quick mode.
 """
 
@@ -99,3 +100,59 @@ def test_simulation_claims_pass_in_quick_mode(name):
     rows = _run(name, seed=1)
     failed = [(r.claim, r.predicted, r.measured) for r in rows if not r.passed]
     assert not failed, failed
+
+
+# -- verdicts of the redesigned slope and stall rows, on stand-in tables (no simulation) -------
+def _reuse_row(target, slope, se):
+    return {"target": target, "slope": slope, "slope_se": se, "predicted_slope": 1.0, "dims": [250, 500],
+            "medians": [1.0, 2.0], "predicted": [1.0, 2.0], "student": "s", "eta_tilde": 0.1, "interpolation": 1.0,
+            "batch": 1, "replicas": 24}
+
+
+@pytest.mark.parametrize("slope, se, passed", [
+    (1.25, 0.06, True),     # inside the band
+    (1.45, 0.06, True),     # 1.7 SE above the band: not rejected
+    (1.60, 0.06, False),    # > 3 SE above the band
+    (1.90, 0.20, False),    # within 3 SE of the band, but not 3 SE below the online law d^2
+    (2.00, 0.05, False),    # the online law
+])
+def test_reuse_slope_verdict(monkeypatch, slope, se, passed):
+    monkeypatch.setattr(lee, "reuse_slope_table", lambda **kw: [_reuse_row("He3", slope, se)])
+    (row,) = lee.claim_reuse_slope(True, np.random.default_rng(0))
+    assert row.passed is passed, row
+
+
+def _online_row(p, slope, se, predicted_slope=2.0):
+    dims = lee.ONLINE_SETTINGS[p][1]
+    return {"p": p, "law": p - 1, "eta0": 0.5, "slope": slope, "slope_se": se, "predicted_slope": predicted_slope,
+            "dims": list(dims), "medians": [1.0] * len(dims), "predicted": [1.0] * len(dims), "replicas": 400}
+
+
+@pytest.mark.parametrize("p, slope, se, passed", [
+    (4, 2.94, 0.17, True),   # formerly 1.3 SE from its cut (mean path 2.35 + 0.3 + 3 SE)
+    (4, 2.54, 0.13, True),
+    (4, 2.00, 0.05, False),  # d^2, resolved
+    (3, 1.95, 0.07, True),
+    (3, 1.20, 0.05, False),  # d polylog d: the online control would not be slower than reuse
+    (3, 3.00, 0.07, False),  # d^3
+])
+def test_online_slope_verdict(monkeypatch, p, slope, se, passed):
+    monkeypatch.setattr(lee, "online_slope_table", lambda **kw: [_online_row(p, slope, se)])
+    monkeypatch.setattr(lee, "stall_check", lambda **kw: {
+        "target": "He3", "student": "tanh", "d": 2000, "eta_tilde": 0.5, "budget": 1, "replicas": 200,
+        "reuse_fraction": 1.0, "reuse_median": 1.0, "online_fraction": 0.01, "online_predicted": math.inf})
+    rows = lee.claim_online_slope(True, np.random.default_rng(0))
+    assert rows[0].passed is passed, rows[0]
+    assert rows[1].passed  # the stall row
+
+
+@pytest.mark.parametrize("online, reuse, predicted, passed", [
+    (0.01, 1.0, math.inf, True), (0.15, 1.0, math.inf, False), (0.0, 0.8, math.inf, False),
+    (0.0, 1.0, 5e5, False)])
+def test_stall_verdict(monkeypatch, online, reuse, predicted, passed):
+    monkeypatch.setattr(lee, "online_slope_table", lambda **kw: [])
+    monkeypatch.setattr(lee, "stall_check", lambda **kw: {
+        "target": "He3", "student": "tanh", "d": 2000, "eta_tilde": 0.5, "budget": 1, "replicas": 200,
+        "reuse_fraction": reuse, "reuse_median": 1.0, "online_fraction": online, "online_predicted": predicted})
+    (row,) = lee.claim_online_slope(True, np.random.default_rng(0))
+    assert row.passed is passed, row

@@ -105,6 +105,82 @@ def test_verify_engine_flattens_times_and_reports(monkeypatch):
     assert [r.measured for r in other] != [r.measured for r in res]
 
 
+# -- per-claim streams: independent of the selection and the order --------------------------
+def _draw(name):
+    def run(quick, rng):
+        return ClaimResult(name[0], name, predicted=0.0, measured=rng.random(3).tolist(), tolerance=0.0, passed=True)
+    return run
+
+
+def _keyed_table():
+    # "A" sorts first and draws; "B" must not see it
+    return {p: [Claim(p, f"{p}{i}", "draws", _draw(f"{p}{i}")) for i in range(2)] for p in ("A", "B", "C")}
+
+
+def _by_claim(results):
+    return {(r.paper, r.claim): r.measured for r in results}
+
+
+def test_claim_streams_do_not_depend_on_selection_or_order(monkeypatch):
+    monkeypatch.setattr(verify_module, "load_claims", _keyed_table)
+    everything = _by_claim(verify(None, rng=3))
+    for sel in (["B"], ["C", "B"], ["B", "A"], "B"):
+        got = _by_claim(verify(sel, rng=3))
+        assert got == {k: v for k, v in everything.items() if k in got}
+    assert len({tuple(v) for v in everything.values()}) == 6  # distinct claims get distinct streams
+    # the documented key: SeedSequence(seed, spawn_key=sha256 words of "<paper>/<claim>")
+    ss = np.random.SeedSequence(3, spawn_key=tuple(verify_module.stable_int_words("B/B1")))
+    assert everything[("B", "B1")] == np.random.default_rng(ss).random(3).tolist()
+    assert _by_claim(verify(["B"], rng=4)) != _by_claim(verify(["B"], rng=3))
+
+
+def test_stable_int_words_are_fixed_numbers():
+    # SHA-256 of b"2406.01581/online_slope", first four little-endian 32-bit words, pinned: a
+    # change of hash or byte order would silently change every claim's stream
+    assert verify_module.stable_int_words("2406.01581/online_slope") == [3318769297, 1131997132, 18036742,
+                                                                         2230216449]
+    assert verify_module.stable_int_words("a/b") != verify_module.stable_int_words("a/c")
+    with pytest.raises(TypeError, match="`key`"):
+        verify_module.stable_int_words(3)
+
+
+def test_rng_kinds_resolve_to_a_reported_seed(monkeypatch):
+    monkeypatch.setattr(verify_module, "load_claims", _keyed_table)
+    assert {r.seed for r in verify(["A"], rng=5)} == {5}
+    g = np.random.default_rng(11)
+    expected = int(np.random.default_rng(11).integers(2**63))
+    res = verify(["A"], rng=g)  # a Generator gives one 63-bit draw as the seed
+    assert {r.seed for r in res} == {expected}
+    assert _by_claim(res) == _by_claim(verify(["A"], rng=expected))
+    fresh = verify(["A"], rng=None)  # fresh entropy, reported so that the run can be repeated
+    assert _by_claim(verify(["A"], rng=fresh[0].seed)) == _by_claim(fresh)
+    with pytest.raises(TypeError, match="`rng`"):
+        verify(["A"], rng=1.5)
+    with pytest.raises(ValueError, match="`rng`.*-1"):
+        verify(["A"], rng=-1)
+
+
+def test_real_claim_same_rows_alone_or_with_everything(monkeypatch):
+    # a real quick claim that draws (Monte Carlo of E[m0^2]), alone and after another paper's claims
+    real = next(c for c in load_claims()["2309.03843"] if c.name == "effective_dimension")
+    table = {"2003.00000": _keyed_table()["A"], "2309.03843": [real]}
+    monkeypatch.setattr(verify_module, "load_claims", lambda: table)
+    alone = verify(["2309.03843"], quick=True, rng=2)
+    together = [r for r in verify(None, quick=True, rng=2) if r.paper == "2309.03843"]
+    assert [r.measured for r in alone] == [r.measured for r in together] and len(alone) == 4
+
+
+def test_list_papers_selection(monkeypatch):
+    monkeypatch.setattr(verify_module, "load_claims", _keyed_table)
+    assert list_papers(["C", "A"]) == {"C": ["C0", "C1"], "A": ["A0", "A1"]}
+    assert list_papers("B") == {"B": ["B0", "B1"]}
+    assert list(list_papers()) == list(list_papers([])) == ["A", "B", "C"]
+    with pytest.raises(ValueError, match=r"`papers`: unknown paper\(s\) \['nope'\]; valid: A, B, C"):
+        list_papers(["A", "nope"])
+    with pytest.raises(TypeError, match="`papers`"):
+        list_papers([1])
+
+
 # -- the cheap claims, quick mode -----------------------------------------------------------
 def test_claim_beta_c_quick():
     rows = simsek().claim_beta_c(True, np.random.default_rng(0))

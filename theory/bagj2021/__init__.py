@@ -23,11 +23,14 @@ Claims
     median first-passage sample count over ``R`` replicas against ``d`` (bootstrap SE over
     replicas).  Predicted: the slope of the law itself on the same grid, and the slope of
     the ODE's escape sample counts (:func:`~popdyn.models.single_index.escape_samples`).
-    Passes when both the measured and the ODE slope are closer to the claimed law than to
-    any other candidate law (``d``, ``d log d``, ``d^2``, ``d^3``, ``d^4``, ``d^5`` fitted
-    on the same grid): neighbouring laws differ by 1 in slope for ``p >= 3`` and by
-    ``1/log d`` between ``d`` and ``d log d``, so this is the resolution at which the
-    classification is stated.  The table in ``details`` gives medians and ODE counts.
+    Passes when the ODE slope is closer to the claimed law than to any other candidate law
+    (``d``, ``d log d``, ``d^2``, ``d^3``, ``d^4``, ``d^5`` fitted on the same grid) and the
+    measured slope is within ``SLOPE_SE_FACTOR`` standard errors of that law's cell (the
+    slopes nearer to it than to any other law): neighbouring laws differ by 1 in slope for
+    ``p >= 3`` and by ``1/log d`` between ``d`` and ``d log d``, so this is the resolution at
+    which the classification is stated, and the standard error (<= 0.09, resp. <= 0.008)
+    is well below half of it: a slope of another law fails.  The table in ``details``
+    gives medians and ODE counts.
 ``mean_field_h3``
     THEORY.md §5.18: for ``p = 3``, :math:`\eta = 0.5 d^{-3/2}`, the ODE predicts 783, 3008,
     11954, 48042 steps to :math:`m = 1/2` at ``d = 32, 64, 128, 256``; the SGD median is
@@ -47,7 +50,7 @@ from popdyn.verify import Claim, ClaimResult
 
 PAPER = "2003.10409"
 
-__all__ = ["CLAIMS", "escape_slope_table", "law_slopes", "SETTINGS"]
+__all__ = ["CLAIMS", "escape_slope_table", "law_cell", "law_slopes", "SETTINGS"]
 
 #: Per information exponent: (step rule, eta0 or delta, quick grid, full grid).  The p = 4
 #: step eta0 = 0.25 keeps the ODE's mean path escaping at d = 16 (for eta0 >= 0.5 the
@@ -64,6 +67,13 @@ REPLICAS = (400, 1000)
 STOP_FRACTION = 0.6
 #: Bootstrap resamples of the replicas for the SE of the measured slope.
 N_BOOTSTRAP = 300
+#: The measured slope may lie this many bootstrap SE outside the claimed law's cell.  On the
+#: quick p = 4 grid (d = 16..64) the finite-d slope sits below the law (ODE 2.83, measured
+#: 2.66..2.94 over seeds 0-7, SE 0.06-0.08) at 1.5-2.3 SE from the d^2|d^3 boundary 2.5, so a
+#: bare nearest-law cut failed about one run in a hundred; 3 SE (one-sided false alarm 1.3e-3
+#: for a slope on the boundary) keeps the laws apart: the next law's slope is >= 0.5 away
+#: (0.074 for d vs d log d, where the SE is <= 0.008).
+SLOPE_SE_FACTOR = 3.0
 #: Target level (weak recovery); the start is m0 = d^{-1/2}.
 M_TARGET = 0.5
 #: THEORY.md §5.18 reference: mean-field ODE steps to m = 1/2, eta = 0.5 d^{-3/2}, m0 = d^{-1/2}.
@@ -97,6 +107,18 @@ def _claimed_law(p: int) -> str:
 
 def _nearest(slope: float, laws: dict) -> str:
     return min(laws, key=lambda k: abs(laws[k] - slope))
+
+
+def law_cell(law: str, laws: dict) -> tuple:
+    """``(lo, hi)``: the slopes nearer to ``law`` than to any other of ``laws`` (midpoints).
+
+    >>> law_cell("d^3", {"d": 1.0, "d^2": 2.0, "d^3": 3.0})
+    (2.5, inf)
+    """
+    v = laws[law]
+    below = [x for k, x in laws.items() if k != law and x < v]
+    above = [x for k, x in laws.items() if k != law and x > v]
+    return ((v + max(below)) / 2 if below else -math.inf, (v + min(above)) / 2 if above else math.inf)
 
 
 def escape_slope_table(ps=(1, 2, 3, 4), *, quick: bool = True, rng=0, replicas: int | None = None) -> list:
@@ -143,7 +165,9 @@ def claim_escape_slope(quick: bool, rng):
     out = []
     for row in escape_slope_table(quick=quick, rng=int(rng.integers(2**31))):
         p, law = row["p"], row["law"]
-        ok = row["nearest_measured"] == law and row["nearest_ode"] == law
+        lo, hi = law_cell(law, row["alternatives"])
+        slack = SLOPE_SE_FACTOR * row["measured_se"]
+        ok = row["nearest_ode"] == law and lo - slack <= row["measured_slope"] <= hi + slack
         rule, val = row["step"]
         step = f"eta = {val}/d" if rule == "delta" else f"eta = {val} d^(-{p}/2)"
         table = ", ".join(f"d={d}: median {m:.0f} / ODE {o:.0f}" for d, m, o in
@@ -151,7 +175,8 @@ def claim_escape_slope(quick: bool, rng):
         out.append(ClaimResult(
             PAPER, f"escape_slope (IE={p}, law {law})", predicted=round(row["law_slope"], 4),
             measured=f"{row['measured_slope']:.4f} +- {row['measured_se']:.4f}",
-            tolerance="nearest candidate law (measured and ODE)", passed=bool(ok),
+            tolerance=(f"ODE nearest to the law; measured in its cell [{lo:.3f}, {hi:.3f}] "
+                       f"+- {SLOPE_SE_FACTOR:g} SE"), passed=bool(ok),
             details=(f"h{p}/h{p}, correlation loss, {step}, B = 1, m0 = d^-1/2, target |m| = {M_TARGET}, "
                      f"{row['replicas']} replicas (exact simulator). ODE slope {row['ode_slope']:.4f}; "
                      f"nearest law: measured {row['nearest_measured']}, ODE {row['nearest_ode']}; candidate "

@@ -30,15 +30,22 @@ Claims
 ``reuse_slope``
     With reuse the samples to weak recovery (:math:`|m| = 1/2`) grow like
     :math:`d\,\mathrm{polylog}\,d` for :math:`He_3`, :math:`He_4` and :math:`He_3 + He_4`
-    (information exponents 3, 4, 3): the log–log slope of the simulated median lies in
-    ``REUSE_SLOPE_BAND`` and so does the mean-path prediction
-    (:func:`~popdyn.models.reuse.predicted_samples`) on the same grid.
+    (information exponents 3, 4, 3): the mean-path prediction
+    (:func:`~popdyn.models.reuse.predicted_samples`) has its log–log slope in
+    ``REUSE_SLOPE_BAND``, and the slope of the simulated median lies in it up to
+    ``REUSE_SLOPE_SE_FACTOR`` bootstrap standard errors and that many below the online law
+    :math:`d^{\mathrm{IE}-1}`.
 ``online_slope``
     The control: the same code with ``reuse = 1`` and the BAGJ step
     :math:`\tilde\eta = \eta_0 d^{1-p/2}` needs :math:`d^{p-1}` samples
-    (:math:`\sigma = \sigma^* = h_p`); the measured slope matches the mean-path ODE slope on
-    the same grid, and at the reuse run's :math:`\tilde\eta` online SGD stalls (no replica
-    reaches :math:`|m| = 1/2` within the reuse run's sample budget).
+    (:math:`\sigma = \sigma^* = h_p`): the measured slope lies in the cell of that law among
+    the candidate laws (as in arXiv 2003.10409's check) up to ``ONLINE_SLOPE_SE_FACTOR``
+    standard errors and that many above ``REUSE_SLOPE_BAND``, and the mean-path slope on the
+    same grid is above that band too; and at the reuse run's :math:`\tilde\eta` online SGD
+    stalls: its mean path never escapes, and at most ``STALL_FRACTION`` of the online replicas
+    reach :math:`|m| = 1/2` within the reuse run's sample budget (a fluctuation across the
+    drift's barrier, rarer as ``d`` grows) while at least ``STALL_REUSE_FRACTION`` of the reuse
+    ones do.
 ``phase2_test_error``
     Phase I (reuse) then the Phase II ridge fit with random biases
     (:func:`~popdyn.models.reuse_sim.two_phase`) learns :math:`He_3` to a small relative
@@ -169,8 +176,10 @@ def claim_generative_exponent(quick: bool, rng):
 # claim 2: drift numbers and one-iteration Monte Carlo
 # ---------------------------------------------------------------------------------------------
 #: THEORY.md §2.2 / §5.14 at eta_tilde = 0.5: (student, quantity) -> (value, half a unit of its last digit).
+#: D_F2(0) = 2 D_1(0) is exactly 0 (E[He3(t) t] = 0): its allowance 1e-10 bounds the cancellation
+#: residual of the Mehler sums (observed 8e-17), with room for any summation order or BLAS kernel.
 REFERENCE_DRIFT = {
-    ("tanh", "D_R2(0)"): (-0.05564, 5e-6), ("tanh", "D_R2(0.2)"): (-0.09841, 5e-6), ("tanh", "D_F2(0)"): (0.0, 1e-12),
+    ("tanh", "D_R2(0)"): (-0.05564, 5e-6), ("tanh", "D_R2(0.2)"): (-0.09841, 5e-6), ("tanh", "D_F2(0)"): (0.0, 1e-10),
     ("tanh", "D_F2 linear"): (-0.11610, 5e-6), ("logcosh", "D_F2 linear"): (-0.0986, 5e-5),
 }
 #: THEORY.md §5.14 gives +0.0633 for the log cosh / he3 linear coefficient with reuse.  The
@@ -347,6 +356,13 @@ REUSE_REPLICAS = (24, 200)
 #: d = 250, 0.94 at 4000), adding up to ~0.15.  The online law for IE >= 3 is slope >= 2, so
 #: the band [0.8, 1.35] separates d polylog d (k <= 1) from d^(IE-1) with room for both effects.
 REUSE_SLOPE_BAND = (0.8, 1.35)
+#: The measured slope (a fit to the medians of 24 replicas per d) may lie this many bootstrap
+#: SE outside REUSE_SLOPE_BAND, and must lie this many SE below the online law d^(IE-1).  With
+#: a bare cut the He3 row failed in about 2 % of the runs: over seeds 0-4 its slope was
+#: 1.01..1.25 (mean 1.15, spread 0.095) with SE 0.05-0.10 (0.096 = 1.6 SE below the cut at worst).  3 SE: one-sided false
+#: alarm 1.3e-3 for a true slope on the band's edge; the online law (slope >= 2) stays >= 5 SE
+#: away, so a sample complexity d^(IE-1) still fails.
+REUSE_SLOPE_SE_FACTOR = 3.0
 #: Censoring horizon: this many times the mean-path prediction (the median needs > 50 %
 #: arrivals; the slowest replicas are not needed, and they dominate the cost).  Observed
 #: medians are 0.5-1.5 times the mean path.
@@ -416,18 +432,27 @@ def reuse_slope_table(targets=("He3", "He4", "He3+He4"), *, dims=None, replicas=
 
 
 def claim_reuse_slope(quick: bool, rng):
+    from popdyn.exponents import information_exponent
+
     out = []
     lo, hi = REUSE_SLOPE_BAND
+    k = REUSE_SLOPE_SE_FACTOR
     for row in reuse_slope_table(quick=quick, rng=int(rng.integers(2**62))):
-        ok = lo <= row["slope"] <= hi and lo <= row["predicted_slope"] <= hi
+        online_law = information_exponent(REUSE_SETTINGS[row["target"]][1]) - 1
+        slack = k * row["slope_se"]
+        ok = (lo - slack <= row["slope"] <= hi + slack and row["slope"] + slack < online_law
+              and lo <= row["predicted_slope"] <= hi)
         table = ", ".join(f"d={d}: median {m:.0f} / mean path {p:.0f}" for d, m, p in
                           zip(row["dims"], row["medians"], row["predicted"]))
         out.append(ClaimResult(
             PAPER, f"reuse_slope ({row['target']})", predicted=f"d polylog d (mean path {row['predicted_slope']:.3f})",
-            measured=f"{row['slope']:.3f} +- {row['slope_se']:.3f}", tolerance=f"both slopes in [{lo}, {hi}]",
-            passed=bool(ok),
+            measured=f"{row['slope']:.3f} +- {row['slope_se']:.3f}",
+            tolerance=(f"mean path in [{lo}, {hi}]; measured in it +- {k:g} SE and {k:g} SE below the online "
+                       f"law {online_law}"), passed=bool(ok),
             details=(f"student {row['student']}, reuse 2, eta_tilde {row['eta_tilde']}, xi {row['interpolation']}, "
-                     f"B {row['batch']}, |m|: d^-1/2 -> 1/2, {row['replicas']} replicas (exact engine). {table}")))
+                     f"B {row['batch']}, |m|: d^-1/2 -> 1/2, {row['replicas']} replicas (exact engine). {table}. "
+                     f"Fails if the samples grow like the online law d^{online_law} (slope within {k:g} SE of it) "
+                     "or outside d polylog d")))
     return out
 
 
@@ -438,10 +463,16 @@ ONLINE_SETTINGS = {3: (0.5, (16, 32, 64), (16, 32, 64, 128)), 4: (0.25, (12, 16,
 #: needs 400 replicas to be stable across seeds (100 gave 2.5..3.65 over seeds, SE 0.3-0.4;
 #: 400 gives 2.69..3.07, SE 0.14-0.19); each quick run takes ~2 s.
 ONLINE_REPLICAS = (400, 400)
-#: |measured - mean-path slope| allowed on top of 3 bootstrap SE: at these small d the median
-#: and the mean path differ by an O(1) factor that drifts with d (THEORY.md §1.6 table:
-#: median/ODE 1.55, 0.85, 1.10, 1.34 for d = 32..256), i.e. up to ~0.3 in slope over a factor 4 in d.
-ONLINE_SLOPE_ALLOWANCE = 0.3
+#: The measured online slope must lie within this many bootstrap SE of the cell of the law
+#: d^(IE-1) among the candidate laws (the slopes nearer to it than to d, d log d or another power,
+#: as in theory/bagj2021), and this many SE above REUSE_SLOPE_BAND (the contrast claimed).
+#: Formerly |slope - mean-path slope| <= 3 SE + 0.3 was asked: on the quick IE 4 grid
+#: (d = 12..24, a factor 2) the median/mean-path ratio drifts with d, so the median's slope sat
+#: 0.2-0.6 above the mean path's 2.35 (2.54..2.94 over seeds 0-4, SE 0.13-0.17) and the cut
+#: failed in about 3 % of the runs (margin 1.3 SE at worst).  3 SE: one-sided false alarm
+#: 1.3e-3 per bound.  On the quick IE 4 grid 3 SE is ~0.5, so that row separates d^3 from
+#: d polylog d (>= 6 SE) but not from d^2; the full grid (d = 12..48) halves the SE.
+ONLINE_SLOPE_SE_FACTOR = 3.0
 
 
 def online_slope_table(ps=(3, 4), *, quick=True, dims=None, replicas=None, rng=0) -> list:
@@ -460,15 +491,21 @@ def online_slope_table(ps=(3, 4), *, quick=True, dims=None, replicas=None, rng=0
     return rows
 
 
-#: Dimension of the stall check (quick, full) and its replicas.
-STALL_DIMS = (1000, 2000)
-STALL_REPLICAS = 48
-#: At most this fraction of the online replicas may reach |m| = 1/2 within the reuse budget:
-#: at eta_tilde = 0.5 the online drift D_1 (tanh/he3) has a stable zero at m = 0 (the
-#: contraction beats the m^2 drift) and a barrier at m ~ -0.27 beyond which it escapes; the
-#: fluctuations around 0 are O(d^-1/2), so crossing the barrier within the budget is
-#: exponentially rare in d (observed: 2/48 replicas at d = 500; 0/48 and 1/48 at d = 1000 in
-#: two seeds).  The cut 0.1 against >= 0.9 for reuse in the same budget is the contrast claimed.
+#: Dimension of the stall check (quick, full) and its replicas.  At the reuse step the online
+#: drift D_1 (tanh/he3, eta_tilde = 0.5) has a stable zero at m = 0 (the eta_tilde^2 contraction
+#: beats the m^2 signal) and a barrier at m ~ -0.27: the d -> inf mean path stalls, and a
+#: finite-d replica escapes within the budget only by a fluctuation across the barrier, whose
+#: probability falls fast with d.  Measured online fractions (200 replicas, same budget rule):
+#: 0.15 at d = 500, 0.04 at d = 1000, 0.01 at d = 2000, 0.00 at d = 4000.  At d = 1000 with 48
+#: replicas (the former quick setting) the fraction was 0.02..0.125 over seeds (SE 0.03),
+#: i.e. the cut below sat inside the noise; at d = 2000 with 200 replicas it is ~0.01 with SE
+#: ~0.007, more than 10 SE below the cut.
+STALL_DIMS = (2000, 4000)
+STALL_REPLICAS = 200
+#: At most this fraction of the online replicas may reach |m| = 1/2 within the reuse budget
+#: (the contrast claimed: <= 0.1 online against >= 0.9 with reuse in the same budget).  The
+#: theory (a stalled mean path) predicts a fraction that tends to 0 with d; a drift without the
+#: stable zero (no stall) would let the online replicas arrive like the reuse ones (fraction ~1).
 STALL_FRACTION = 0.1
 #: ... while at least this fraction of the reuse replicas arrive within the same budget
 #: (HORIZON_FACTOR times the mean path; the median arrives near the mean path).
@@ -487,38 +524,47 @@ def stall_check(target: str = "He3", *, d: int = STALL_DIMS[0], replicas: int = 
     common = dict(eta_tilde=eta, batch=batch, replicas=replicas, init=d ** -0.5, max_samples=budget)
     reuse = samples_to_reach(prob, d, rng=int(gen.integers(2**62)), **common)
     online = samples_to_reach(online_prob, d, rng=int(gen.integers(2**62)), **common)
-    return {"target": target, "student": student, "d": d, "eta_tilde": eta, "budget": budget,
+    return {"target": target, "student": student, "d": d, "eta_tilde": eta, "budget": budget, "replicas": replicas,
             "reuse_fraction": reuse.fraction_reached, "reuse_median": float(np.median(reuse.samples)),
             "online_fraction": online.fraction_reached,
             "online_predicted": predicted_samples(online_prob, d, eta_tilde=eta)}
 
 
 def claim_online_slope(quick: bool, rng):
+    from theory.bagj2021 import law_cell, law_slopes
+
     out = []
+    k, top = ONLINE_SLOPE_SE_FACTOR, REUSE_SLOPE_BAND[1]
     for row in online_slope_table(quick=quick, rng=int(rng.integers(2**62))):
-        tol = 3 * row["slope_se"] + ONLINE_SLOPE_ALLOWANCE
-        ok = abs(row["slope"] - row["predicted_slope"]) <= tol and row["slope"] > REUSE_SLOPE_BAND[1]
+        law = f"d^{row['law']}"
+        lo, hi = law_cell(law, law_slopes(row["dims"]))
+        slack = k * row["slope_se"]
+        ok = lo - slack <= row["slope"] <= hi + slack and row["slope"] - slack > top and row["predicted_slope"] > top
         table = ", ".join(f"d={d}: median {m:.0f} / ODE {p:.0f}" for d, m, p in
                           zip(row["dims"], row["medians"], row["predicted"]))
         out.append(ClaimResult(
             PAPER, f"online_slope (IE={row['p']}, law d^{row['law']})",
-            predicted=f"{row['predicted_slope']:.3f} (ODE; law {row['law']})",
+            predicted=f"law {row['law']} (cell [{lo:.3f}, {hi:.3f}]); mean path {row['predicted_slope']:.3f}",
             measured=f"{row['slope']:.3f} +- {row['slope_se']:.3f}",
-            tolerance=f"+-(3 SE + {ONLINE_SLOPE_ALLOWANCE}) of ODE, and > {REUSE_SLOPE_BAND[1]}", passed=bool(ok),
+            tolerance=f"in the law's cell +- {k:g} SE; {k:g} SE above {top}; mean path above {top}", passed=bool(ok),
             details=(f"reuse = 1 (same exact engine), sigma = sigma* = h{row['p']}, eta_tilde = {row['eta0']} "
-                     f"d^(1-{row['p']}/2), m0 = d^-1/2, {row['replicas']} replicas. {table}")))
+                     f"d^(1-{row['p']}/2), m0 = d^-1/2, {row['replicas']} replicas. {table}. Fails if the online "
+                     f"samples grow like another law (slope {k:g} SE outside the cell) or like reuse's d polylog d")))
     st = stall_check(d=STALL_DIMS[0 if quick else 1], rng=int(rng.integers(2**62)))
     ok = (st["online_fraction"] <= STALL_FRACTION and st["reuse_fraction"] >= STALL_REUSE_FRACTION
           and math.isinf(st["online_predicted"]))
+    se = lambda f: math.sqrt(max(f * (1 - f), 1 / st["replicas"]) / st["replicas"])  # noqa: E731
     out.append(ClaimResult(
         PAPER, f"online_slope (stall at the reuse step, {st['target']}, d={st['d']})",
         predicted="online mean path stalls (predicted_samples = inf)",
-        measured=f"online reached {st['online_fraction']:.3f}, reuse reached {st['reuse_fraction']:.3f}",
+        measured=(f"online reached {st['online_fraction']:.3f} +- {se(st['online_fraction']):.3f}, "
+                  f"reuse reached {st['reuse_fraction']:.3f} +- {se(st['reuse_fraction']):.3f}"),
         tolerance=f"online <= {STALL_FRACTION}, reuse >= {STALL_REUSE_FRACTION}", passed=bool(ok),
-        details=(f"student {st['student']}, eta_tilde {st['eta_tilde']}, budget {st['budget']} samples "
-                 f"({HORIZON_FACTOR:g} x the reuse mean path; reuse median {st['reuse_median']:.0f}); online "
-                 "predicted_samples = "
-                 f"{st['online_predicted']}")))
+        details=(f"student {st['student']}, eta_tilde {st['eta_tilde']}, {st['replicas']} replicas each, budget "
+                 f"{st['budget']} samples ({HORIZON_FACTOR:g} x the reuse mean path; reuse median "
+                 f"{st['reuse_median']:.0f}); online predicted_samples = {st['online_predicted']}. Fails if the "
+                 "online mean path escapes, if more than the cut of the online replicas cross the barrier "
+                 "(no stall at finite d), or if reuse does not arrive within the budget")))
     return out
 
 
