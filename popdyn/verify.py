@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import numbers
 import time
 from collections.abc import Callable
@@ -88,15 +87,9 @@ def _entry_points():
 def load_claims() -> dict[str, list[Claim]]:
     """Paper id -> its claims, from the ``popdyn.papers`` entry points."""
     papers: dict[str, list[Claim]] = {}
-    eps = _entry_points()
-    if not eps:  # running from a source checkout that was never installed
-        try:
-            mod = importlib.import_module("theory")
-            papers.update({k: list(v) for k, v in getattr(mod, "PAPERS", {}).items()})
-        except ImportError:
-            pass
-        return papers
-    for ep in eps:
+    # Only entry points: popdyn never imports the papers' package (the papers import popdyn).
+    # A source checkout that was never installed (`pip install -e .`) has none, so no papers.
+    for ep in _entry_points():
         papers[ep.name] = list(ep.load())
     return papers
 

@@ -52,13 +52,12 @@ def test_claims_are_complete_objects():
         assert isinstance(c, Claim) and c.paper == PAPER and callable(c.run) and c.description
 
 
-def test_source_checkout_fallback_gives_the_same_table(monkeypatch):
-    # without installed entry points, load_claims falls back to theory.PAPERS
+def test_papers_come_only_from_entry_points(monkeypatch):
+    # popdyn never imports the papers' package: without installed entry points there are none
     monkeypatch.setattr(verify_module, "_entry_points", lambda: [])
-    fallback = {p: [c.name for c in cs] for p, cs in load_claims().items()}
-    monkeypatch.undo()
-    assert fallback[PAPER] == CLAIM_NAMES
-    assert fallback == {p: [c.name for c in cs] for p, cs in load_claims().items()}
+    assert load_claims() == {}
+    with pytest.raises(ValueError, match=r"\(none installed\)"):
+        verify(["2411.08798"])
 
 
 def test_unknown_paper_lists_valid_ids():
