@@ -12,7 +12,8 @@ covariance :math:`C = \begin{pmatrix} r_w^2 & r_w r_v\rho \\ r_w r_v\rho & r_v^2
 Two entry points:
 
 * :func:`correlation_kernel` -- ``K`` and ``dK/drho``, ``dK/dr_w``, ``dK/dr_v`` in the
-  overlap/norm parametrisation (DESIGN.md §1, THEORY.md §1.2).
+  overlap/norm parametrisation (conventions of ``popdyn.__doc__``; non-unit norms as in
+  theory/CONVENTIONS.md, "Non-unit norms").
 * :func:`gaussian_pair_expectation` -- the same quantity for a raw 2x2 covariance ``C``
   (``E[sigma(A) tau(B)]``, ``(A, B) ~ N(0, C)``) with the derivatives in the entries of ``C``
   that the squared-loss ODEs need.
@@ -22,11 +23,12 @@ Routes (``method="auto"`` picks the first that applies):
 ``"polynomial"``
     Both activations are polynomials: exact, from the Hermite coefficients of the dilated
     polynomials, :math:`K = \sum_k c_k(\sigma(r_w\,\cdot))\,c_k(\tau(r_v\,\cdot))\,\rho^k`
-    (Mehler; DESIGN.md §1).  The sympy expression is :func:`correlation_kernel_expr`.
+    (Mehler; theory/CONVENTIONS.md, "Non-unit norms").  The sympy expression is :func:`correlation_kernel_expr`.
 ``"closed_form"``
-    A tabulated pair: ReLU/ReLU (arc-cosine kernel), abs/abs, ReLU/abs, ReLU/sign, abs/sign,
+    A tabulated pair (formulas in :func:`popdyn.gaussian.pair_closed_form`): ReLU/ReLU
+    (arc-cosine kernel), abs/abs, ReLU/abs, ReLU/sign, abs/sign,
     sign/sign (:math:`\tfrac{2}{\pi}\arcsin\rho`) and erf/erf (Saad–Solla arcsin form,
-    THEORY.md §1.2).  The positively homogeneous ones scale as
+    theory/CONVENTIONS.md, "Closed-form Gaussian kernels").  The positively homogeneous ones scale as
     :math:`r_w^{q_\sigma} r_v^{q_\tau}`.
 ``"quadrature"``
     Anything else: nested breakpoint-aware Gauss–Legendre quadrature (see
@@ -55,6 +57,13 @@ import numpy as np
 from ._validation import check_choice, check_int, check_real
 from .activations import Activation, get_activation
 from .errors import NumericalError
+from .gaussian import (  # the closed forms and quadrature helpers shared with other models
+    _gl,
+    _npdf as _phi,
+    closed_form_pair as _closed_form_pair,
+    closed_form_pairs,
+    pair_closed_form as _closed_form,
+)
 
 __all__ = [
     "KernelValue",
@@ -88,7 +97,6 @@ _GL_HIGH = 20  # Gauss-Legendre nodes per panel (result)
 _GL_LOW = 12  # nodes of the comparison rule (error estimate)
 _EPS = np.finfo(float).eps
 _CHUNK = 1_000_000  # inner-quadrature nodes held in memory at once
-_SQRT2PI = math.sqrt(2.0 * math.pi)
 #: Largest (and default) truncation degree of the series route: the norm derivatives need
 #: coefficients to degree + 2, and popdyn.hermite certifies numeric ones to 1e-12 up to 60.
 SERIES_MAX_DEGREE = 58
@@ -247,7 +255,8 @@ def correlation_kernel_expr(sigma, tau):
         K = \sum_k c_k(\sigma_{r_w})\, c_k(\tau_{r_v})\, \rho^k, \qquad
         c_j(f_r) = \sum_{n = j + 2i} c_n(f)\, r^{j}(r^2-1)^i \frac{\sqrt{n!/j!}}{2^i\, i!},
 
-    exact (DESIGN.md §1: non-unit norms go through the coefficients of the dilated function).
+    exact (non-unit norms go through the coefficients of the dilated function; see
+    theory/CONVENTIONS.md, "Non-unit norms").
 
     Examples
     --------
@@ -287,108 +296,8 @@ def correlation_kernel_expr(sigma, tau):
 
 
 # ======================================================================================
-# closed forms
-# ======================================================================================
-# (name_a, name_b) -> (q_a, q_b) positive homogeneity degrees; erf is handled separately.
-_HOMOGENEOUS_PAIRS = {
-    ("relu", "relu"): (1, 1),
-    ("abs", "abs"): (1, 1),
-    ("relu", "abs"): (1, 1),
-    ("relu", "sign"): (1, 0),
-    ("abs", "sign"): (1, 0),
-    ("sign", "sign"): (0, 0),
-}
-_CLOSED_NAMES = ("relu", "abs", "sign", "erf")
-
-
-def closed_form_pairs() -> tuple:
-    """Activation pairs (registry names, either order) with a tabulated closed form."""
-    return tuple(_HOMOGENEOUS_PAIRS) + (("erf", "erf"),)
-
-
-def _is_builtin(act: Activation, name: str) -> bool:
-    """True when ``act`` is the registry's ``name`` (not a user callable that shares the name)."""
-    if act.name != name:
-        return False
-    return act.fn is get_activation(name).fn
-
-
-def _closed_form_pair(a: Activation, b: Activation):
-    na = next((n for n in _CLOSED_NAMES if _is_builtin(a, n)), None)
-    nb = next((n for n in _CLOSED_NAMES if _is_builtin(b, n)), None)
-    if na is None or nb is None:
-        return None
-    if (na, nb) in _HOMOGENEOUS_PAIRS or (na, nb) == ("erf", "erf"):
-        return na, nb, False
-    if (nb, na) in _HOMOGENEOUS_PAIRS:
-        return nb, na, True
-    return None
-
-
-def _homogeneous_unit(pair, rho):
-    """Unit-norm kernel k(rho) and k'(rho) of a homogeneous pair."""
-    root = np.sqrt(np.maximum((1.0 - rho) * (1.0 + rho), 0.0))
-    with np.errstate(divide="ignore"):
-        if pair == ("relu", "relu"):
-            k = (root + (np.pi - np.arccos(rho)) * rho) / (2 * np.pi)
-            dk = (np.pi - np.arccos(rho)) / (2 * np.pi)
-        elif pair == ("abs", "abs"):
-            k = 2.0 * (root + rho * np.arcsin(rho)) / np.pi
-            dk = 2.0 * np.arcsin(rho) / np.pi
-        elif pair == ("relu", "abs"):
-            k = (root + rho * np.arcsin(rho)) / np.pi
-            dk = np.arcsin(rho) / np.pi
-        elif pair == ("relu", "sign"):
-            k = rho / _SQRT2PI
-            dk = np.full_like(rho, 1.0 / _SQRT2PI)
-        elif pair == ("abs", "sign"):
-            k = np.zeros_like(rho)
-            dk = np.zeros_like(rho)
-        else:  # sign/sign: (2/pi) arcsin rho, derivative diverges at |rho| = 1
-            k = 2.0 * np.arcsin(rho) / np.pi
-            dk = np.where(root > 0, 2.0 / (np.pi * np.where(root > 0, root, 1.0)), np.inf)
-    return k, dk
-
-
-def _closed_form(pair, rho, rw, rv):
-    name_a, name_b, swapped = pair
-    if swapped:
-        rw, rv = rv, rw
-    if (name_a, name_b) == ("erf", "erf"):
-        # Saad–Solla: (2/pi) arcsin(C_ab / sqrt((1 + C_aa)(1 + C_bb))), THEORY.md §1.2
-        den = np.sqrt((1.0 + rw * rw) * (1.0 + rv * rv))
-        q = rw * rv * rho / den  # |q| < 1 always since r^2/(1+r^2) < 1
-        value = 2.0 * np.arcsin(q) / np.pi
-        dq = 2.0 / (np.pi * np.sqrt((1.0 - q) * (1.0 + q)))
-        d_rho = dq * rw * rv / den
-        d_rw = dq * q / (rw * (1.0 + rw * rw))
-        d_rv = dq * q / (rv * (1.0 + rv * rv))
-    else:
-        qa, qb = _HOMOGENEOUS_PAIRS[(name_a, name_b)]
-        k, dk = _homogeneous_unit((name_a, name_b), rho)
-        scale = rw ** qa * rv ** qb
-        value = scale * k
-        d_rho = scale * dk
-        d_rw = qa * value / rw
-        d_rv = qb * value / rv
-    if swapped:
-        d_rw, d_rv = d_rv, d_rw
-    return value, d_rho, d_rw, d_rv
-
-
-# ======================================================================================
 # numeric route: nested breakpoint-aware Gauss–Legendre quadrature
 # ======================================================================================
-@lru_cache(maxsize=4)
-def _gl(n: int):
-    x, w = np.polynomial.legendre.leggauss(n)
-    return x, w
-
-
-def _phi(x):
-    return np.exp(-0.5 * x * x) / _SQRT2PI
-
-
 def _jump_points(act: Activation) -> tuple:
     """Breakpoints where ``act`` jumps (a discontinuity, not a kink).
 
@@ -797,7 +706,8 @@ def correlation_kernel(sigma, tau, rho, *, norm_w=1.0, norm_v=1.0, derivatives: 
 
     References
     ----------
-    THEORY.md §1.2 (Mehler identity, arc-cosine and Saad–Solla arcsin closed forms);
+    theory/CONVENTIONS.md, "Closed-form Gaussian kernels" (Mehler identity, arc-cosine and
+    Saad–Solla arcsin closed forms); D. Saad, S. A. Solla, Phys. Rev. E 52, 4225 (1995);
     R. Price, "A useful theorem for nonlinear devices having Gaussian inputs", IRE Trans.
     Inf. Theory 4 (1958); Y. Cho, L. Saul, "Kernel methods for deep learning", NIPS 2009.
 
@@ -924,12 +834,12 @@ def gaussian_pair_expectation(sigma, tau, C, *, derivatives: bool = False, tol: 
     By Price's theorem these equal :math:`E[\sigma'(A)\tau'(B)]`,
     :math:`\tfrac12E[\sigma''(A)\tau(B)]`, :math:`\tfrac12E[\sigma(A)\tau''(B)]`.  For the
     Saad–Solla ``erf`` this is :math:`I_2 = \tfrac{2}{\pi}\arcsin(C_{ab}/\sqrt{(1+C_{aa})(1+C_{bb})})`
-    (THEORY.md §1.8).
+    (Saad & Solla 1995; theory/CONVENTIONS.md, "Saad–Solla committee machine").
 
     Examples
     --------
     >>> C = [[1.0, 0.5], [0.5, 1.0]]
-    >>> round(float(gaussian_pair_expectation("erf", "erf", C)), 12)   # THEORY.md §5.11: I2(0,1)
+    >>> round(float(gaussian_pair_expectation("erf", "erf", C)), 12)   # Saad–Solla I2(0,1) = 0.160861246510
     0.16086124651
     """
     try:

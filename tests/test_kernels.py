@@ -1,6 +1,6 @@
 """Tests for popdyn.kernels: every route is checked against an independent one.
 
-Reference values (THEORY.md §5.4, §5.11; each re-derived below from its closed form):
+Reference values (theory/CONVENTIONS.md; each re-derived below from its closed form):
 
     ReLU arc-cosine kernel, unit norms:  K(0) = 1/(2 pi) = 0.159154943092,
                                          K(0.5) = 0.304498890522,  K(1) = 1/2
@@ -34,7 +34,7 @@ from popdyn.kernels import (
 # --------------------------------------------------------------------------------------
 # named tolerances
 # --------------------------------------------------------------------------------------
-#: THEORY.md quotes its reference numbers to 12 decimals: agreement to the last digit.
+#: The reference numbers are quoted to 12 decimals: agreement to the last digit.
 REF_DIGITS_TOL = 1e-12
 #: Two exact routes (sympy polynomial / closed form) against the numeric quadrature, whose
 #: accuracy target is KERNEL_TOL (1e-10); observed agreement is ~1e-14.
@@ -54,7 +54,7 @@ FD_STEP = 1e-4
 # helpers
 # --------------------------------------------------------------------------------------
 def relu_kernel(rho):
-    """Arc-cosine kernel for unit norms (THEORY.md §1.2), written out independently."""
+    """Arc-cosine kernel for unit norms (theory/CONVENTIONS.md), written out independently."""
     rho = np.asarray(rho, dtype=float)
     return (np.sqrt(1 - rho ** 2) + (np.pi - np.arccos(rho)) * rho) / (2 * np.pi)
 
@@ -102,7 +102,7 @@ def test_relu_k0_is_one_over_two_pi():
 
 @pytest.mark.parametrize("rho", [0.0, 0.3, -0.5, 0.8, -0.8])
 def test_relu_series_matches_closed_form(rho):
-    """sum_k c_k^2 rho^k with 200 closed-form coefficients (THEORY.md §5.4)."""
+    """sum_k c_k^2 rho^k with 200 closed-form coefficients (theory/CONVENTIONS.md)."""
     n = 200
     c = get_activation("relu").coefficients(n)
     series = float(np.polynomial.polynomial.polyval(rho, c * c))
@@ -113,7 +113,7 @@ def test_relu_series_matches_closed_form(rho):
 
 @pytest.mark.parametrize("rho", [-1.0, -0.9, -0.3, 0.0, 0.4, 0.95, 1.0])
 def test_relu_derivative_closed_form(rho):
-    """K'(rho) = (pi - arccos rho)/(2 pi) (THEORY.md §1.2) from the numeric route."""
+    """K'(rho) = (pi - arccos rho)/(2 pi) (theory/CONVENTIONS.md) from the numeric route."""
     kv = correlation_kernel("relu", "relu", rho, derivatives=True, method="quadrature")
     expected = (np.pi - np.arccos(rho)) / (2 * np.pi)
     assert abs(kv.d_rho - expected) < ROUTE_TOL
@@ -138,7 +138,7 @@ def test_hermite_identity_normalised(j):
 
 @pytest.mark.parametrize("j, k", [(0, 0), (2, 2), (3, 3), (5, 5), (8, 8), (3, 5), (4, 6), (2, 4), (1, 8)])
 def test_hermite_identity_unnormalised(j, k):
-    """Probabilists' He_j as `poly:` specs: E[He_j He_k] = k! rho^k delta_jk (THEORY.md §5.3)."""
+    """Probabilists' He_j as `poly:` specs: E[He_j He_k] = k! rho^k delta_jk (theory/CONVENTIONS.md)."""
     import sympy
 
     z = sympy.Symbol("z")
@@ -447,7 +447,7 @@ def _sign_tanh_at_one():
 # --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("method", ["closed_form", "quadrature"])
 def test_pair_expectation_saad_solla_references(method):
-    """THEORY.md §5.11: I2, I3(a,a,b) = -2 dE/dC_aa (Price + Stein), J2 = dE/dC_ab (Price)."""
+    """Saad–Solla references (theory/CONVENTIONS.md): I2, I3(a,a,b) = -2 dE/dC_aa (Price + Stein), J2 = dE/dC_ab (Price)."""
     i2 = gaussian_pair_expectation("erf", "erf", [[1.0, 0.5], [0.5, 1.0]], method=method)
     assert abs(i2 - 0.160861246510) < REF_DIGITS_TOL
     p = gaussian_pair_expectation("erf", "erf", [[1.0, 0.3], [0.3, 1.0]], derivatives=True, method=method)
