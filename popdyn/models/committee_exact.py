@@ -3,7 +3,8 @@ r"""Exact d-free simulator of online SGD for the committee machine (two-layer, s
 Online SGD with fresh Gaussian samples is simulated *exactly* at any finite dimension
 ``d`` without ever materialising a sample :math:`x \in \mathbb{R}^d` or the weights
 :math:`W`: the state is the order parameters :math:`(Q, M, a)` and each step draws the
-low-dimensional projections of the minibatch from their exact joint law (DESIGN.md §2).
+low-dimensional projections of the minibatch from their exact joint law (theory/CONVENTIONS.md,
+"Exact d-free simulation of online SGD").
 The cost per step is independent of ``d``.  It plugs into :func:`popdyn.simulate.simulate`
 as the ``engine="exact"`` stepper of :class:`~popdyn.models.committee.CommitteeProblem`.
 
@@ -122,6 +123,7 @@ import numpy as np
 
 from .._random import as_generator
 from .._validation import check_int, check_real
+from ..samplers import BartlettFactor
 from ..errors import NumericalError
 from .committee import INIT_CHOICES, CommitteeProblem
 from .committee import parse_init as _parse_init
@@ -155,7 +157,8 @@ def bartlett_factor(n: int, B: int, rng=None, size=()) -> np.ndarray:
 
     with 0-based indices and all entries independent.  For integer ``n < B`` this is the
     singular Wishart law (rank ``n``): once ``n`` vectors span :math:`\mathbb{R}^n` the
-    remaining ones have no orthogonal component.
+    remaining ones have no orthogonal component.  Delegates to
+    :class:`popdyn.samplers.BartlettFactor` (stream order ``"chi2_first"``).
 
     Parameters
     ----------
@@ -181,29 +184,13 @@ def bartlett_factor(n: int, B: int, rng=None, size=()) -> np.ndarray:
     B = check_int("B", B, minimum=1)
     size = tuple(size)
     rng = as_generator(rng)
-    L = np.zeros(size + (B, B))
-    _fill_bartlett(L, n, rng, *_bartlett_pattern(n, B))
-    return L
+    return BartlettFactor(n, B).draw(rng, size)
 
 
-def _bartlett_pattern(n: int, B: int):
-    """Index arrays of the chi-square diagonal and the Gaussian sub-diagonal entries."""
-    i = np.arange(B)
-    df = (n - i)[n - i > 0]
-    diag = i[: df.size]
-    rows, cols = np.tril_indices(B, -1)
-    keep = cols < n
-    return df.astype(float), diag, rows[keep], cols[keep]
-
-
-def _fill_bartlett(L, n, rng, df, diag, rows, cols) -> None:
-    size = L.shape[:-2]
-    if diag.size == 1:  # scalar degrees of freedom: numpy's fast path
-        L[..., 0, 0] = np.sqrt(rng.chisquare(float(df[0]), size=size))
-    elif diag.size:
-        L[..., diag, diag] = np.sqrt(rng.chisquare(df, size=size + (df.size,)))
-    if rows.size:
-        L[..., rows, cols] = rng.standard_normal(size + (rows.size,))
+def _bartlett_pattern(n: int, B: int) -> BartlettFactor:
+    """The stepper's precomputed sampler of the ``B x B`` Bartlett factor with ``n`` degrees of
+    freedom (chi-squares drawn before normals; :class:`popdyn.samplers.BartlettFactor`)."""
+    return BartlettFactor(n, B)
 
 
 def psd_factor(C) -> np.ndarray:
@@ -482,6 +469,15 @@ class CommitteeExactStepper:
                 "M0": self.M0.tolist(), "a0": self.a0.tolist(), "eta_a": self.eta_a,
                 "batch_used": self.batch, "perp_dof": self.d - self.P}
 
+    def check_state(self, state) -> str | None:
+        """Divergence message when a student norm ``Q_ii`` exceeds
+        :data:`~popdyn.models.committee.NORM_GROWTH_LIMIT` times the problem's norm scale
+        (:func:`~popdyn.models.committee.check_norms`), else ``None`` (called by
+        :func:`popdyn.simulate.simulate` at each recording time)."""
+        from .committee import check_norms
+
+        return check_norms(self.problem, state["Q"], self.Q0, eta=self.eta, d=self.d)
+
     # -- the step ---------------------------------------------------------------------------
     def draw(self, state, rng) -> tuple:
         r"""Draw the minibatch's fields and Gram from their exact law given ``state``.
@@ -498,7 +494,7 @@ class CommitteeExactStepper:
         g = rng.standard_normal((self.R, self.P, B))
         Z = np.einsum("rpq,rqb->rpb", F, g) if B == 1 else np.matmul(F, g)  # the faster of the two
         L = self._L
-        _fill_bartlett(L, self.d - self.P, rng, *self._pattern)
+        self._pattern.draw(rng, out=L)
         S = np.matmul(g.transpose(0, 2, 1), g)
         S += np.matmul(L, L.transpose(0, 2, 1))
         lam, nu = Z[:, :K, :], Z[:, K:, :]

@@ -31,8 +31,8 @@ interpolation step with :math:`\xi` = ``problem.interpolation``:
 ``r = 1, xi = 1`` is plain online spherical SGD (the control, same code path).  The
 per-sample step scale is :math:`\tilde\eta = \eta d / B`; one iteration consumes ``B``
 samples whatever ``r`` is, and ``t = eta * iterations`` (:func:`~popdyn.simulate.simulate`
-counts iterations as steps).  The interpolation schedule is the THEORY.md §2.2
-reconstruction: the exact schedule of the paper's Algorithm 1 was not available.
+counts iterations as steps).  The interpolation schedule is our reconstruction
+(theory/lee2024/equations.md, "Reconstruction of the algorithm"): the exact schedule of the paper's Algorithm 1 was not available.
 
 ``engine="exact"``: derivation
 ------------------------------
@@ -103,18 +103,18 @@ Online control and step sizes
 -----------------------------
 With ``reuse = 1`` the same code runs plain online SGD.  For a target of information
 exponent :math:`p \ge 3` online SGD escapes the equator only with the BAGJ step
-:math:`\tilde\eta = \eta_0\, d^{1-p/2}` (i.e. :math:`\eta = \eta_0 d^{-p/2}`, THEORY.md §1.6);
+:math:`\tilde\eta = \eta_0\, d^{1-p/2}` (i.e. :math:`\eta = \eta_0 d^{-p/2}`, theory/bagj2021/equations.md);
 at constant :math:`\tilde\eta` its normalisation contraction :math:`-\tilde\eta^2 m\,
 E[y^2\sigma'^2]` beats the :math:`O(m^{p-1})` drift and it never leaves
 :math:`m = O(d^{-1/2})`.  :func:`scaling_study` therefore accepts ``eta_tilde`` as a
 callable of ``d``.  With reuse the drift at the equator is :math:`O(1)` or
-:math:`O(m)` (THEORY.md §2.2) and a constant :math:`\tilde\eta` works.
+:math:`O(m)` (theory/lee2024/equations.md) and a constant :math:`\tilde\eta` works.
 
 References
 ----------
 J. D. Lee, K. Oko, T. Suzuki, D. Wu, "Neural network learns low-dimensional polynomials with
 SGD near the information-theoretic limit", NeurIPS 2024 (arXiv 2406.01581) -- Phase I with
-batch reuse, Phase II ridge fit with random biases (reconstruction, THEORY.md §2.2).
+batch reuse, Phase II ridge fit with random biases (reconstruction, theory/lee2024/equations.md).
 G. Ben Arous, R. Gheissari, A. Jagannath, JMLR 22(106), 2021 (online SGD time scales).
 """
 
@@ -123,7 +123,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import numbers
 import time
 from pathlib import Path
 
@@ -132,6 +131,8 @@ import numpy as np
 from .._io import atomic_write_json, versions
 from .._validation import check_choice, check_int, check_real
 from ..errors import NumericalError
+from ..readout import RidgeMoments
+from ..samplers import BartlettFactor
 from ..simulate import _root_from_record, _root_sequence, _streams
 from .multi_index_sim import fast_evaluator
 from .single_index_sim import INIT_CHOICES, ScalarAlignmentState, _parse_init, initial_alignment, spherical_start
@@ -241,16 +242,15 @@ def _bartlett(rng, lead, B, df):
     r"""Factor ``F`` with ``F F^T ~ Wishart(df, I_B)``: shape ``lead + (B, q)``.
 
     ``q = B`` (Bartlett, lower triangular) when ``df >= B``; otherwise ``q = df`` and ``F`` is
-    a plain Gaussian matrix (singular Wishart)."""
-    if df < B:
-        return rng.standard_normal(lead + (B, df))
-    F = np.zeros(lead + (B, B))
-    if B > 1:
-        i, j = np.tril_indices(B, -1)
-        F[..., i, j] = rng.standard_normal(lead + (i.size,))
-    k = np.arange(B)
-    F[..., k, k] = np.sqrt(2.0 * rng.standard_gamma((df - k) / 2.0, size=lead + (B,)))
-    return F
+    a plain Gaussian matrix (singular Wishart).  Stream order: the below-diagonal normals,
+    then the chi-squares (:class:`popdyn.samplers.BartlettFactor` with ``order="normals_first"``,
+    ``singular="gaussian"``)."""
+    return _bartlett_sampler(B, df).draw(rng, lead)
+
+
+def _bartlett_sampler(B, df) -> BartlettFactor:
+    """The exact engine's sampler of ``F`` (see :func:`_bartlett`), index pattern precomputed."""
+    return BartlettFactor(df, B, order="normals_first", singular="gaussian")
 
 
 class ReuseExactStepper(ScalarAlignmentState, _Base):
@@ -276,6 +276,7 @@ class ReuseExactStepper(ScalarAlignmentState, _Base):
         self.m0 = initial_alignment(self.kind, self.m0_value, self.d, streams["init"],
                                     1 if config.same_init else self.R, config.same_init)
         self.df = self.d - 2
+        self._bartlett = _bartlett_sampler(self.B, self.df)
 
     def work_per_step(self) -> float:
         return float(30 * self.R * self.reuse * self.B * self.B)
@@ -292,7 +293,7 @@ class ReuseExactStepper(ScalarAlignmentState, _Base):
     def draw(self, rng, R, lead=()):
         """``(z, s, F)`` for ``R`` replicas: shapes ``lead + (R, B)`` twice and ``lead + (R, B, q)``."""
         zs = rng.standard_normal((2,) + lead + (R, self.B))
-        F = _bartlett(rng, lead + (R,), self.B, self.df)
+        F = self._bartlett.draw(rng, lead + (R,))
         return zs[0], zs[1], F
 
     def update(self, m, z, s, F, sign=1.0) -> np.ndarray:
@@ -572,7 +573,7 @@ def _features(student, X, W, b):
 
 def two_phase(problem, *, d, n_neurons, eta_tilde, batch=1, phase1_samples, phase2_samples, test_samples,
               bias_range, ridge, replicas, init="uniform", rng=None, progress=None) -> TwoPhaseResult:
-    r"""Train a two-layer network in two phases (Lee et al. 2024, reconstruction of THEORY.md §2.2).
+    r"""Train a two-layer network in two phases (Lee et al. 2024, arXiv 2406.01581; reconstruction).
 
     Network :math:`f(x) = a_0 + \sum_{j=1}^N a_j\,\sigma(w_j\cdot x + b_j)`.
 
@@ -592,7 +593,8 @@ def two_phase(problem, *, d, n_neurons, eta_tilde, batch=1, phase1_samples, phas
           \qquad \phi_j(x) = \sigma(w_j\cdot x + b_j),
 
       solved in closed form (centred ``N x N`` normal equations, ``numpy.linalg.solve``;
-      the intercept is not penalised).  The relative test error
+      the intercept is not penalised; :class:`popdyn.readout.RidgeMoments` with
+      ``alpha = ridge``).  The relative test error
       :math:`\mathrm{mean}[(f-y)^2]/\mathrm{Var}(y)` is measured on ``test_samples`` fresh
       samples (1 = no better than the mean).
 
@@ -717,38 +719,25 @@ def two_phase(problem, *, d, n_neurons, eta_tilde, batch=1, phase1_samples, phas
     student = fast_evaluator(problem.student)
     kernel = stepper.kernel
     chunk = max(1, _CHUNK_NUMBERS // (R * d))
-    sF, sy = np.zeros((R, N)), np.zeros(R)
-    FF, Fy = np.zeros((R, N, N)), np.zeros((R, N))
+    moments = RidgeMoments(fit_intercept=True)
     data2 = []  # keep the features for the training error only when they are small
     keep = R * n2 * (N + 1) <= _CHUNK_NUMBERS
     for lo in range(0, n2, chunk):
         X = rng2.standard_normal((R, min(chunk, n2 - lo), d))
         y = kernel.labels(X @ theta)
         F = _features(student, X, W, b)
-        sF += F.sum(axis=1)
-        sy += y.sum(axis=1)
-        FF += np.matmul(F.transpose(0, 2, 1), F)
-        Fy += np.einsum("rnj,rn->rj", F, y)
+        moments.add(F, y, check=False)
         if keep:
             data2.append((F, y))
-    mF, my = sF / n2, sy / n2
-    C = FF / n2 - mF[:, :, None] * mF[:, None, :]
-    C[:, np.arange(N), np.arange(N)] += ridge
-    rhs = Fy / n2 - mF * my[:, None]
     try:
-        with np.errstate(all="ignore"):
-            a = np.linalg.solve(C, rhs[..., None])[..., 0]
-    except np.linalg.LinAlgError as exc:
-        raise NumericalError(f"the Phase II ridge system is singular (ridge = {ridge:g}); use `ridge` > 0.") from exc
-    if not np.all(np.isfinite(a)):
-        raise NumericalError(f"the Phase II ridge solution is not finite (ridge = {ridge:g}); use a larger `ridge`.")
-    a0 = my - np.einsum("rj,rj->r", mF, a)
+        readout = moments.solve(ridge, name="ridge")  # popdyn.readout convention: alpha = ridge = lambda above
+    except NumericalError as exc:
+        raise NumericalError(f"Phase II: {exc}") from exc
+    a, a0 = readout.coef, readout.intercept
     var_y = _label_variance(problem)
 
     def sq_error(F, y):
-        f = np.einsum("rnj,rj->rn", F, a)
-        f += a0[:, None]
-        f -= y
+        f = readout.residuals(F, y)
         return np.einsum("rn,rn->r", f, f)
 
     if keep:
