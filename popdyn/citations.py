@@ -1,7 +1,7 @@
 """BibTeX of popdyn and of the papers behind its models (printed by ``popdyn --cite``).
 
-Bibliographic details are those that could be checked against the arXiv/venue pages
-(see THEORY.md §0); page ranges are given only where they were verified.
+Bibliographic details are those that could be checked against the arXiv/venue pages;
+page ranges are given only where they were verified.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ BIBTEX = {
 }""",
     "2003.10409": """@article{benarous2021online,
   title   = {Online stochastic gradient descent on non-convex losses from high-dimensional inference},
-  author  = {Ben Arous, G{\'e}rard and Gheissari, Reza and Jagannath, Aukosh},
+  author  = {Ben Arous, G{\\'e}rard and Gheissari, Reza and Jagannath, Aukosh},
   journal = {Journal of Machine Learning Research},
   volume  = {22},
   number  = {106},

@@ -9,7 +9,7 @@ where it happened.
 
 from __future__ import annotations
 
-__all__ = ["NumericalError"]
+__all__ = ["NumericalError", "LargeStepWarning"]
 
 
 class NumericalError(RuntimeError):
@@ -35,3 +35,8 @@ class NumericalError(RuntimeError):
         super().__init__(full)
         self.step = step
         self.time = time
+
+
+class LargeStepWarning(UserWarning):
+    """Spherical SGD ran with steps too large for the small-step regime of the overlap ODE
+    (the simulation itself is exact SGD; its comparison with the ODE is not meaningful)."""

@@ -36,6 +36,9 @@ Optional (the engine checks with ``hasattr``)
     Default ``"gradient-flow time t"``.
 ``ode_escape_observable(state) -> ndarray (n_units,)``
     Needed for ``escape_level``: a per-unit scalar (for neurons, :math:`\max_j |u_j|`).
+``ode_escape_bound() -> (float, str)``
+    The largest value the escape observable can take and why; a larger
+    ``escape_level`` (never reached) is rejected with ``ValueError``.
 ``ode_unit_speed(deriv) -> ndarray (n_units,)``
     Per-unit speed used by ``convergence_tol``.  Default: the 2-norm of the whole
     derivative vector (one unit).
@@ -71,11 +74,13 @@ event time itself is appended as the final point (``status = 1``).
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
 
 from ._io import versions
+from ._progress import Progress
 from ._validation import check_choice, check_int, check_real
 from .errors import NumericalError
 from .trajectory import Trajectory
@@ -87,7 +92,30 @@ METHODS = ("DOP853", "RK45", "RK23", "Radau", "BDF", "LSODA")
 #: The default log grid spans this many decades below ``t_end`` (plus ``t = 0``): the
 #: escape from the equator takes ``Theta(d^{p/2-1})`` while the first moves are fast.
 LOG_DECADES = 6
+#: Resolution of the ODE's progress output: thousandths of ``t_end``.
+PROGRESS_TICKS = 1000
 _REQUIRED = ("ode_model", "ode_state_names", "ode_initial_state", "ode_rhs", "describe")
+#: Explicit methods and the length of their real stability interval: the step of an
+#: explicit Runge--Kutta method is stable for ``h * lambda`` in ``[-boundary, 0]`` on the
+#: negative real axis (Hairer & Wanner, *Solving ODEs II*, §IV.2: DOPRI5 3.3, DOP853 6.0;
+#: Bogacki--Shampine 2.5).
+EXPLICIT_STABILITY = {"DOP853": 6.0, "RK45": 3.3, "RK23": 2.5}
+#: Stiffness switch (``switch_stiff=True``): an explicit run is tested for stiffness
+#: only after this many steps, so short non-stiff runs never change solver (at rtol 1e-10
+#: the non-stiff runs of the tests and examples take a few hundred steps).
+STIFF_MIN_STEPS = 2000
+#: ... and then every this many steps (each test costs ``STIFF_POWER_ITERS + 1`` right-hand
+#: side evaluations, < 1% of the DOP853 work between tests).
+STIFF_CHECK_EVERY = 100
+#: Power iterations for the largest Jacobian eigenvalue modulus ``rho`` (finite differences).
+STIFF_POWER_ITERS = 8
+#: The step is stability-limited when ``h * rho`` exceeds this fraction of the method's
+#: stability interval (accuracy-limited steps at rtol <= 1e-6 have ``h * rho`` well below 1).
+STIFF_FRACTION = 0.5
+#: Consecutive positive tests before switching (one test can catch a transient).
+STIFF_CONFIRM = 3
+#: Implicit method used after the switch (L-stable, order 5, dense output).
+STIFF_METHOD = "Radau"
 
 
 def time_grid(t_end: float, n_times: int = 200, times="log") -> np.ndarray:
@@ -154,11 +182,29 @@ def _crossing(h, a: float, b: float) -> float:
     return float(brentq(h, a, b, xtol=1e-14 * max(1.0, abs(b)), rtol=4.0 * np.finfo(float).eps))
 
 
+def _jacobian_radius(fun, t: float, y: np.ndarray, f: np.ndarray) -> float:
+    """Largest eigenvalue modulus of ``d fun / d y`` at ``(t, y)`` by power iteration on
+    finite-difference Jacobian-vector products (deterministic start vector)."""
+    n = y.size
+    v = np.cos(1.0 + np.arange(n) * 2.399963)  # fixed, not aligned with any axis
+    v /= np.linalg.norm(v)
+    eps = math.sqrt(np.finfo(float).eps) * max(1.0, float(np.linalg.norm(y)))
+    rho = 0.0
+    for _ in range(STIFF_POWER_ITERS):
+        jv = (fun(t, y + eps * v) - f) / eps
+        norm = float(np.linalg.norm(jv))
+        if not math.isfinite(norm) or norm == 0.0:
+            return rho if math.isfinite(norm) else math.inf
+        rho, v = norm, jv / norm
+    return rho
+
+
 def integrate(problem, u0, t_end, *, method: str = "DOP853", rtol: float = 1e-10, atol: float = 1e-12,
               n_times: int = 200, times="log", escape_level: float | None = None,
               escape_terminal: bool = True, convergence_tol: float | None = None,
               eta: float | None = None, d: int | None = None, batch: int = 1,
-              max_step: float = np.inf, options: dict | None = None) -> Trajectory:
+              max_step: float = np.inf, options: dict | None = None, switch_stiff: bool = True,
+              max_steps: int | None = None, progress=None) -> Trajectory:
     r"""Integrate a model's overlap ODE from ``u0`` to ``t_end`` (or a terminal event).
 
     Parameters
@@ -195,6 +241,23 @@ def integrate(problem, u0, t_end, *, method: str = "DOP853", rtol: float = 1e-10
         Extra model-specific options passed to ``ode_rhs`` (multi-index:
         ``noise_nodes=(outer, inner)`` for the quadrature of the noise moment
         :math:`C(u)`; the resolved ``noise_method``/``noise_nodes`` go to ``meta``).
+    max_steps : int, optional
+        Budget of solver steps: beyond it :class:`NumericalError` reports how far the
+        integration got (``None``: no limit; the CLI passes ``--max-ode-steps``).
+    progress : bool or None
+        Progress on stderr (:class:`popdyn._progress.Progress`, in thousandths of
+        ``t_end``): ``None`` shows it once the integration has run for a few seconds,
+        ``False`` never.
+    switch_stiff : bool
+        With an explicit ``method`` (DOP853, RK45, RK23): when, after ``STIFF_MIN_STEPS``
+        steps, the step size is limited by stability (``h * rho`` above ``STIFF_FRACTION``
+        of the method's stability interval on ``STIFF_CONFIRM`` consecutive tests, ``rho``
+        the largest Jacobian eigenvalue modulus), continue with ``STIFF_METHOD`` (Radau)
+        from the current state and the same tolerances.  The switch time is in
+        ``meta["solver"]["switched"]``.  Stiffness appears e.g. when the online-SGD
+        contraction :math:`\eta^2 d\,C/B` is large and the state sits at a strongly
+        attracting fixed point for a long ``t_end``: DOP853 then needs ``~ rho * t_end / 6``
+        steps (millions) for a trajectory that does not move.  ``False`` keeps ``method``.
 
     Returns
     -------
@@ -238,8 +301,8 @@ def integrate(problem, u0, t_end, *, method: str = "DOP853", rtol: float = 1e-10
 
     Terms of order :math:`\eta` (not :math:`\eta d`) per unit time are dropped; with
     :math:`\eta = \delta/d` they vanish as :math:`d\to\infty`.  Fluctuations (the
-    diffusion) are not modelled: this is the mean path.  For one index it is THEORY.md
-    §1.6, :math:`E[\Delta m] = \eta(1-m^2)\Phi'(m) - \tfrac{\eta^2}{2}(d-1)\,m\,C(m)`.
+    diffusion) are not modelled: this is the mean path.  For one index it is the BAGJ increment
+    (theory/bagj2021/equations.md, "Mean increment of spherical online SGD"), :math:`E[\Delta m] = \eta(1-m^2)\Phi'(m) - \tfrac{\eta^2}{2}(d-1)\,m\,C(m)`.
     ``tests/test_ode.py`` checks the one-step mean increment of a d = 400 simulation
     against it (bounded activations, within 4 SE; dropping the term misses by > 10 SE).
 
@@ -277,6 +340,10 @@ def integrate(problem, u0, t_end, *, method: str = "DOP853", rtol: float = 1e-10
             f"{', '.join(missing)} (see popdyn.ode)."
         )
     method = check_choice("method", method, METHODS)
+    if max_steps is not None:
+        max_steps = check_int("max_steps", max_steps, minimum=1)
+    if not isinstance(switch_stiff, (bool, np.bool_)):
+        raise TypeError(f"`switch_stiff` must be True or False, got {switch_stiff!r}.")
     rtol = check_real("rtol", rtol, lower=0.0, lower_open=True)
     atol = check_real("atol", atol, lower=0.0, lower_open=True)
     t_end = check_real("t_end", t_end, lower=0.0, lower_open=True)
@@ -289,6 +356,10 @@ def integrate(problem, u0, t_end, *, method: str = "DOP853", rtol: float = 1e-10
         if not hasattr(problem, "ode_escape_observable"):
             raise ValueError(f"`escape_level` needs a model with `ode_escape_observable`; "
                              f"{type(problem).__name__} has none.")
+        if hasattr(problem, "ode_escape_bound"):  # optional: the largest value the observable can take
+            bound, why = problem.ode_escape_bound()
+            if escape_level > bound:
+                raise ValueError(f"`escape_level` must be <= {bound:.6g} ({why}), got {float(escape_level):g}.")
     if convergence_tol is not None:
         convergence_tol = check_real("convergence_tol", convergence_tol, lower=0.0, lower_open=True)
 
@@ -337,10 +408,13 @@ def integrate(problem, u0, t_end, *, method: str = "DOP853", rtol: float = 1e-10
     rec_t, rec_y = [], []
     next_idx = 0  # next grid index to record
     n_steps = 0
+    stiff_hits, switched, nfev_before = 0, None, 0
+    check_stiff = switch_stiff and method in EXPLICIT_STABILITY
     status, message = 0, f"Reached t_end = {t_end:g}."
     esc_times = None
     conv_time = None if convergence_tol is None else math.nan
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(np.errstate(over="ignore", invalid="ignore", divide="ignore"))
         f0 = fun(0.0, y0)
         if not np.all(np.isfinite(f0)):
             raise NumericalError(f"the right-hand side is not finite at the initial state. {advice}.", time=0.0)
@@ -360,9 +434,16 @@ def integrate(problem, u0, t_end, *, method: str = "DOP853", rtol: float = 1e-10
                 if not rec_t:
                     rec_t.append(0.0)
                     rec_y.append(y0.copy())
+        bar = Progress(PROGRESS_TICKS, desc=f"ODE to t_end = {t_end:g}", unit="permille", enabled=progress)
+        stack.enter_context(bar)
         while stop_t is None and solver.status == "running":
             failure = solver.step()
             n_steps += 1
+            bar.update(int(PROGRESS_TICKS * min(solver.t / t_end, 1.0)) - bar.n)
+            if max_steps is not None and n_steps >= max_steps and solver.status == "running":
+                raise NumericalError(f"the solver used its budget of `max_steps` = {max_steps} steps and reached "
+                                     f"only t = {solver.t:.6g} of `t_end` = {t_end:g}; raise `max_steps` (CLI: "
+                                     "--max-ode-steps) or lower `t_end`", time=float(solver.t))
             if solver.status == "failed":
                 raise NumericalError(f"{method} failed: {failure} The largest |state| entry is "
                                      f"{np.max(np.abs(solver.y)):.3g}. {advice}.", time=float(solver.t))
@@ -413,6 +494,19 @@ def integrate(problem, u0, t_end, *, method: str = "DOP853", rtol: float = 1e-10
                     rec_t.append(stop_t)
                     rec_y.append(y_new.copy() if stop_t == t_new else dense(stop_t))
                 break
+            if check_stiff and n_steps >= STIFF_MIN_STEPS and n_steps % STIFF_CHECK_EVERY == 0 and t_new < t_end:
+                f_new = solver.f if fsal else fun(t_new, y_new)
+                h_rho = (t_new - t_old) * _jacobian_radius(fun, t_new, y_new, f_new)
+                stiff_hits = stiff_hits + 1 if h_rho > STIFF_FRACTION * EXPLICIT_STABILITY[method] else 0
+                if stiff_hits >= STIFF_CONFIRM:
+                    check_stiff = False
+                    switched = {"to": STIFF_METHOD, "t": float(t_new), "step": n_steps, "h_rho": float(h_rho)}
+                    nfev_before = int(solver.nfev)
+                    if hasattr(problem, "ode_jac_sparsity"):
+                        extra = {"jac_sparsity": problem.ode_jac_sparsity(state0)}
+                    solver = _solver_class(STIFF_METHOD)(fun, t_new, y_new.copy(), t_end, rtol=rtol, atol=atol,
+                                                         max_step=max_step, **extra)
+                    fsal = False
     Y = np.array(rec_y)
     if not np.all(np.isfinite(Y)):  # dense output between finite nodes: defensive
         raise NumericalError(f"non-finite values in the recorded trajectory. {advice}.", time=float(solver.t))
@@ -427,7 +521,7 @@ def integrate(problem, u0, t_end, *, method: str = "DOP853", rtol: float = 1e-10
         "problem": problem.describe(),
         "solver": {"method": method, "rtol": rtol, "atol": atol, "max_step": max_step, "t_end": t_end,
                    "times": times if isinstance(times, str) else "array", "n_steps": n_steps,
-                   "nfev": int(solver.nfev), "njev": int(getattr(solver, "njev", 0)),
+                   "nfev": nfev_before + int(solver.nfev), "switched": switched, "njev": int(getattr(solver, "njev", 0)),
                    "nlu": int(getattr(solver, "nlu", 0))},
         "options": dict(opts),
         "escape_level": escape_level, "convergence_tol": convergence_tol,

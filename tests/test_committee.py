@@ -1,7 +1,7 @@
 """Tests of the committee-machine ODE, its Gaussian integrals and the full simulator.
 
 Independent routes:
-* THEORY.md §5.11 reference values (erf closed forms), to 1e-11;
+* Saad–Solla reference values (erf closed forms, theory/CONVENTIONS.md), to 1e-11;
 * Monte Carlo of every integral family (erf, ReLU, a mixed ReLU/erf pair, polynomials,
   tanh), with a fixed seed and a tolerance of ``MC_Z`` standard errors;
 * the closed forms against the quadrature route (two implementations of the same
@@ -40,7 +40,7 @@ from popdyn.models.committee import (
 from popdyn.models.committee_sim import CommitteeFullStepper, realise_overlaps, teacher_vectors
 from popdyn.simulate import initial_state, make_stepper
 
-#: THEORY.md §5.11 covariance and reference values (12 digits quoted there).
+#: Covariance and reference values of theory/CONVENTIONS.md (12 digits quoted there).
 C511 = np.array([[1, .5, .3, .2], [.5, 1, .4, .1], [.3, .4, 1, .6], [.2, .1, .6, 1]])
 REF_511 = {
     "I2(0,1)": 0.160861246510, "I3(0,1,2)": 0.104634548642, "I3(0,0,2)": 0.048292868604,
@@ -296,7 +296,7 @@ def test_rhs_vs_one_step_mean_increment_relu(student, teacher):
 
 
 def test_rhs_matches_saad_solla_form_for_erf():
-    """For erf with a fixed second layer the RHS is THEORY.md §1.8 term by term (own loop)."""
+    """For erf with a fixed second layer the RHS is the Saad–Solla ODE of theory/CONVENTIONS.md term by term (own loop)."""
     prob = CommitteeProblem("erf", "erf", K=2, M=2, a0=[0.8, -0.5], a_star=[1.0, 0.6], noise=0.2, delta=0.7)
     Q, R, T = STATE["Q"], STATE["M"], prob.G
     v, vt, eta, s2 = prob.a0, prob.a_star, prob.delta, prob.noise
@@ -340,6 +340,40 @@ def test_integrate_protocol_and_eps_g():
     # noise option
     noisy = dataclasses.replace(prob, noise=0.5)
     assert abs(float(noisy.generalisation_error(np.eye(2), np.eye(2), np.ones(2), include_noise=True)) - 0.25) < 1e-15
+
+
+def test_eps_g_never_negative_at_the_minimum():
+    """eps_g = 1/2 beta^T I2 beta cancels to 0 at the teacher: rounding-size negatives are 0,
+    larger ones (overlaps that are not a network's) raise NumericalError."""
+    prob = CommitteeProblem("erf", "erf", K=1, M=1)
+    one = np.ones((1, 1))
+    # M = 1 + 1e-12 leaves the PSD cone by ~1e-12: eps_g ~ -3.7e-13 (scale 2/3)
+    tiny = 1.0 + 1e-12 * np.ones((1, 1))
+    raw, scale = prob._eps_g_terms(one, tiny)
+    assert -1e-12 < float(raw) < 0 and float(scale) == pytest.approx(2.0 / 3.0)
+    with pytest.raises(NumericalError, match="negative beyond rounding"):
+        prob.generalisation_error(one, tiny)  # exact overlaps: only float rounding is allowed
+    assert float(prob.generalisation_error(one, tiny, state_rtol=1e-10)) == 0.0  # within an ODE's accuracy
+    with pytest.raises(NumericalError, match="not PSD"):
+        prob.generalisation_error(one, 1.01 * one, state_rtol=1e-10)
+    # positive values are untouched
+    q = np.array([[0.7]]), np.array([[0.3]])
+    assert float(prob.generalisation_error(*q)) == float(prob._eps_g_terms(*q)[0]) > 0
+
+
+def test_eps_g_of_a_converged_ode_run_is_not_negative():
+    """Regression: `popdyn predict --model committee --t-end 1e6` printed eps_g = -1.2e-11."""
+    prob = classic_problem()
+    traj = popdyn.integrate(prob, initial_state(prob, 500, init=1.0, rng=0)[2], 1e4, n_times=40)
+    raw, scale = prob._eps_g_terms(traj.Q, traj.M, traj.a)
+    e = eps_g(prob, traj)
+    assert np.all(e >= 0) and e[-1, 0] < 1e-10
+    pos = raw > 0
+    np.testing.assert_array_equal(e[pos], raw[pos])  # unchanged where the sum is positive
+    # the trajectory's time is named when a state is far off the PSD cone
+    bad = dataclasses.replace(traj, overlaps={**traj.overlaps, "M": traj.M * 1.01})
+    with pytest.raises(NumericalError, match=r"at t = "):
+        eps_g(prob, bad)
 
 
 def test_escape_event_and_batch_option():

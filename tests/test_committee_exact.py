@@ -504,3 +504,33 @@ def test_divergence_is_a_numerical_error():
     prob = CommitteeProblem("relu", "relu", K=2, M=2, train_second_layer=True, delta=500.0)
     with pytest.raises(NumericalError, match="step"):
         _run(prob, d=50, eta=prob.eta(50), steps=400, rng=0, init=1.0)
+
+
+@pytest.mark.parametrize("engine", ["exact", "full"])
+def test_huge_step_is_reported_as_divergence(engine):
+    """delta = 1e6 used to finish "successfully" with Q ~ 1e9: check_state now stops it at the
+    first recording time and names the step and the time (in steps/d)."""
+    from popdyn.models.committee import NORM_GROWTH_LIMIT, simulate_committee
+
+    prob = CommitteeProblem("erf", "erf", K=2, M=2, delta=1e6)
+    with pytest.raises(NumericalError, match=r"norms diverged.*erf is bounded.*at step 1, t = 0\.002\)") as info:
+        simulate_committee(prob, d=500, t_end=1.0, replicas=2, rng=0, engine=engine, n_record=8, progress=False)
+    assert info.value.step == 1 and info.value.time == pytest.approx(1 / 500)
+    # a stable run passes the same check at every recording time and keeps its norms O(1)
+    ok = simulate_committee(CommitteeProblem("erf", "erf", K=2, M=2, delta=0.5), d=500, t_end=1.0, replicas=2,
+                            rng=0, engine=engine, n_record=8, progress=False)
+    assert np.max(ok.Q) < 2.0 < NORM_GROWTH_LIMIT
+
+
+def test_check_state_bound_and_scale():
+    from popdyn.models.committee import NORM_GROWTH_LIMIT, check_norms, norm_scale
+
+    prob = CommitteeProblem("relu", "erf", K=2, M=1, a_star=[3.0], a0=[0.5, 1.0])
+    Q0 = 0.25 * np.eye(2)
+    assert norm_scale(prob, Q0) == pytest.approx(9.0)  # G_nn (sum|a*| / max|a0|)^2 = 3^2
+    ok = np.broadcast_to(np.eye(2) * NORM_GROWTH_LIMIT * 9.0, (3, 2, 2))
+    assert check_norms(prob, ok, Q0, eta=0.01, d=100) is None
+    bad = ok.copy()
+    bad[2, 1, 1] *= 1.5
+    msg = check_norms(prob, bad, Q0, eta=0.01, d=100)
+    assert "Q_22" in msg and "replica 2" in msg and "weights run away" in msg and "delta = eta d = 1" in msg

@@ -1,7 +1,7 @@
 """The generic ODE engine (popdyn.ode) and the multi-index model's side of its protocol.
 
 Independent routes: closed-form escape times for one index, an independent solve_ivp run
-(different method, own events) measured in units of its tolerance, THEORY.md §5.9
+(different method, own events) measured in units of its tolerance, theory/simsek2025/equations.md
 reference times, the Wick formula and Monte Carlo for the noise moment C(u), and a
 d-dimensional one-step SGD simulation for the online-SGD correction.
 """
@@ -17,7 +17,7 @@ from popdyn.hermite import HermiteSeries
 from popdyn.models.multi_index import MultiIndexProblem, gram, index_vectors
 from popdyn.ode import LOG_DECADES, integrate, time_grid
 
-# THEORY.md §5.9: sigma = sigma* = h_p, orthogonal, k = 3, u0 = (1, .9, .8)/sqrt(d),
+# theory/simsek2025/equations.md: sigma = sigma* = h_p, orthogonal, k = 3, u0 = (1, .9, .8)/sqrt(d),
 # time for u_1 to reach 1/2, quoted to 5 significant digits.
 SEARCH_TIMES = [(4, 100, 12.595), (4, 6400, 800.61), (3, 6400, 26.199)]
 #: Half a unit in the last quoted digit of SEARCH_TIMES, relative.
@@ -55,7 +55,7 @@ def _escape_time_one_index(p, u0, level):
 
 
 # --------------------------------------------------------------------------------------
-# search times (THEORY §5.9) and independent references
+# search times (theory/simsek2025/equations.md) and independent references
 # --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("p, d, expected", SEARCH_TIMES)
 def test_search_time_theory_table(p, d, expected):
@@ -121,7 +121,7 @@ def test_batched_neurons_equal_separate_runs():
 
 def test_directional_convergence_many_neurons():
     """Even p, orthogonal V: each neuron converges to sign(u_j0) e_j with j = argmax |u_j(0)|
-    (arXiv 2411.08798; THEORY §2.1), all 300 neurons integrated at once."""
+    (arXiv 2411.08798; theory/simsek2025/equations.md), all 300 neurons integrated at once."""
     k, n, d = 10, 300, 100
     rng = np.random.default_rng(1)
     W = rng.standard_normal((n, d))
@@ -497,7 +497,7 @@ def test_ito_correction_one_step_simulation(student, teacher, batch, delta, seed
 
 
 def test_ito_term_matches_theory_single_index():
-    r"""THEORY §1.6: per unit time (1 - m^2) Phi'(m) - (eta/2)(d-1) m C(m), with C(m) by quadrature."""
+    r"""theory/bagj2021/equations.md: per unit time (1 - m^2) Phi'(m) - (eta/2)(d-1) m C(m), with C(m) by quadrature."""
     from scipy import integrate as si
 
     prob = MultiIndexProblem("he3", "he3", np.eye(1))
@@ -542,3 +542,29 @@ def test_noise_nodes_option_recorded():
     # C(u) is accurate to ~2e-7 relative at the defaults (noise_moment Notes); the
     # correction is 0.05 C u per unit time, so u(1) moves by < 1e-8
     np.testing.assert_allclose(traj.u, default.u, atol=1e-8)
+
+
+def test_unreachable_escape_level_is_rejected():
+    """|u_j| <= sqrt(G_jj) on the sphere: escape_level = 2 used to give NaN escape times."""
+    prob = MultiIndexProblem("he3", "he3", np.eye(2))
+    with pytest.raises(ValueError, match=r"`escape_level` must be <= 1 \(\|u_j\| <= sqrt\(G_jj\).*got 2\.$"):
+        integrate(prob, [0.3, 0.1], 10.0, escape_level=2.0)
+    traj = integrate(prob, [0.3, 0.1], 100.0, escape_level=1.0, n_times=5)  # the bound itself is allowed
+    assert traj.events["escape"].shape == (1,)
+
+
+def test_stiff_run_switches_to_an_implicit_method():
+    """`popdyn predict --model single-index --loss squared --student poly:z**3 --teacher he3 --d 100`
+    hung for minutes: the eta^2 contraction (rate ~2e3 per unit time) made DOP853 take ~1e6 steps."""
+    from popdyn.models.single_index import SingleIndexProblem
+
+    prob = SingleIndexProblem("poly:z**3", "he3", loss="squared")
+    traj = integrate(prob, 0.1, 5000.0, eta=0.005, d=100)
+    sw = traj.meta["solver"]["switched"]
+    assert sw is not None and sw["to"] == "Radau" and traj.meta["solver"]["n_steps"] < 10_000
+    assert abs(float(traj.final("m").ravel()[0])) < 1e-10  # the mean path collapses onto m = 0
+    # a non-stiff run never switches and is unchanged
+    easy = integrate(prob, 0.1, 1e-3, eta=0.005, d=100)
+    assert easy.meta["solver"]["switched"] is None
+    ref = integrate(prob, 0.1, 1e-3, eta=0.005, d=100, switch_stiff=False)
+    np.testing.assert_array_equal(easy.overlaps["m"], ref.overlaps["m"])

@@ -18,13 +18,13 @@ from popdyn.models.single_index_sim import first_passage
 from popdyn.ode import integrate
 from popdyn.simulate import make_stepper, simulate
 
-#: THEORY.md §5.18: mean-field ODE steps to m = 1/2 for h3/h3, eta = 0.5 d^{-3/2}, m0 = d^{-1/2}.
+#: theory/bagj2021/equations.md: mean-field ODE steps to m = 1/2 for h3/h3, eta = 0.5 d^{-3/2}, m0 = d^{-1/2}.
 REFERENCE_H3 = {32: 783, 64: 3008, 128: 11954, 256: 48042}
 #: The reference values are rounded to the nearest integer.
 REFERENCE_TOL = 0.5
 #: Monte Carlo agreement in standard errors (4 SE: a false alarm has probability 6e-5 per check).
 MC_SIGMAS = 4.0
-#: Exact-vs-full agreement in standard errors (the brief's criterion).
+#: Exact-vs-full agreement in standard errors (the acceptance criterion).
 ENGINE_SIGMAS = 3.0
 #: Polynomial route vs an exact Gauss–Hermite tensor rule: both exact, rounding only.
 EXACT_RTOL = 1e-11
@@ -253,7 +253,7 @@ def test_leading_order_closed_forms_vs_quadrature():
         m0, m1 = d ** -0.5, 0.5
         ref = quad(lambda m: 1 / (a * m ** (p - 1) - b * m), m0, m1, epsrel=1e-12)[0]
         assert escape_samples(prob, d, eta=eta, method="leading") == pytest.approx(ref, rel=1e-9), f"p={p}"
-    # THEORY §1.6: without noise and with m1 -> infinity, T = d^{p-1}/(eta0 p (p - 2))
+    # theory/bagj2021/equations.md: without noise and with m1 -> infinity, T = d^{p-1}/(eta0 p (p - 2))
     prob, d, eta0 = problem("he3", "he3"), 10 ** 6, 1e-6
     T = escape_samples(prob, d, eta=eta0 * d ** -1.5, m_target=1.0, method="leading")
     assert T == pytest.approx(d ** 2 / (eta0 * 3), rel=2e-3)  # m1 = 1: relative correction m0 = 1e-3
@@ -421,3 +421,28 @@ def test_numeric_route_reports_the_error_it_reached():
     # sign/sign: Phi'(m) = 2 / (pi sqrt(1 - m^2)) is unbounded at |m| = 1, no interpolant converges
     with pytest.raises(NumericalError, match="did not converge: error estimate"):
         SingleIndexProblem("sign", "sign").dphi(0.5)
+
+
+@pytest.mark.parametrize("engine", ["full", "exact"])
+def test_large_spherical_step_warns(engine):
+    """eta = 1 with a cubic student used to finish silently: the RMS relative step eta|g| is ~20,
+    far outside the small-step regime of the ODE.  A delta/d step stays silent."""
+    from popdyn.models.single_index_sim import RELATIVE_STEP_LIMIT, LargeStepWarning
+
+    prob = SingleIndexProblem("poly:z**3", "he3")
+    with pytest.warns(LargeStepWarning, match=r"relative steps .* RMS .* > 0\.5 \(d = 200\)"):
+        simulate(prob, d=200, eta=1.0, t_end=5.0, replicas=2, rng=0, engine=engine, progress=False)
+    stepper, noise = make_stepper(prob, d=200, eta=0.5 / 200, replicas=2, rng=0, engine=engine)
+    state = stepper.init_state()
+    for _ in range(50):
+        stepper.step(state, noise)
+    assert stepper.check_state(state) is None  # no warning (pytest turns it into an error)
+    assert 0 < stepper.relative_step_rms < 0.5 * RELATIVE_STEP_LIMIT
+
+
+def test_escape_samples_target_outside_unit_interval():
+    prob = problem("he3", "he3")
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match=r"`m_target` must lie in \(0\.0, 1\.0\], got"):
+            escape_samples(prob, 64, eta=0.01, m_target=bad)
+    assert escape_samples(prob, 64, eta=0.01, m0=0.2, m_target=0.1) == 0.0

@@ -9,15 +9,15 @@ from popdyn.models.spiked import (FLOWS, SpikedProblem, check_covariance, dense_
                                   effective_dimension, escape_time_grid, kappa_critical, mc_initial_overlap,
                                   min_unlabeled, plot_escape_grid)
 
-#: Overlap ODE vs d-dimensional population flow: both DOP853 at rtol 1e-12 (brief: 1e-9).
+#: Overlap ODE vs d-dimensional population flow: both DOP853 at rtol 1e-12 (required: 1e-9).
 REDUCTION_TOL = 1e-9
 #: Gradient closed form vs Monte Carlo: allowed standard errors per component.
 MC_SIGMAS = 5.0
-#: THEORY §5.15 quotes 1/d_eff to 7 decimals.
+#: theory/mousavi2023/equations.md quotes 1/d_eff to 7 decimals.
 DEFF_ATOL = 5e-8
-#: THEORY §2.3: E[m0^2] ~ 1/d_eff within ~10 % for kappa/d <= 0.05.
+#: theory/mousavi2023/equations.md: E[m0^2] ~ 1/d_eff within ~10 % for kappa/d <= 0.05.
 DEFF_RTOL = 0.10
-#: THEORY §5.16 quotes kappa_crit to one decimal; bisection to rtol 1e-5.
+#: theory/mousavi2023/equations.md quotes kappa_crit to one decimal; bisection to rtol 1e-5.
 KAPPA_ATOL = 0.15
 #: Algebraic identities in double precision.
 EXACT_TOL = 1e-12
@@ -81,7 +81,7 @@ def test_gradient_matches_monte_carlo(flow, student, teacher, a_star, kappa, ali
 
 @pytest.mark.parametrize("kappa,align", [(0.0, 1.0), (20.0, 1.0), (200.0, 0.03), (7.0, -0.4)])
 def test_preconditioned_flow_is_scalar_isotropic_ode(kappa, align):
-    """THEORY §5.17: with ||Sigma^{1/2} w0|| = 1, m_Sigma(t) solves dm/dt = (1 - m^2) F'(m)."""
+    """theory/mousavi2023/equations.md: with ||Sigma^{1/2} w0|| = 1, m_Sigma(t) solves dm/dt = (1 - m^2) F'(m)."""
     from scipy.integrate import solve_ivp
 
     d = 50
@@ -144,7 +144,7 @@ def test_initial_state(flow):
     o = prob.overlaps(prob.initial_state())
     if flow != "preconditioned":
         assert abs(o["w2"][0] - 1) < EXACT_TOL
-        assert abs(o["cos_theta"][0] - d ** -0.5) < EXACT_TOL       # THEORY §5.16 start
+        assert abs(o["cos_theta"][0] - d ** -0.5) < EXACT_TOL       # start of the kappa_crit references
         assert abs(o["m"][0] ** 2 - 1 / prob.effective_dimension()) < EXACT_TOL  # exact when u = theta
     else:
         assert abs(o["s"][0] - 1) < EXACT_TOL
@@ -162,7 +162,7 @@ def test_spherical_biased_normalized_recovers():
     for flow in ("spherical", "normalized"):
         prob = SpikedProblem("relu", "he4", kappa=500.0, align=1.0, flow=flow, d=1000, a_star=-1.0)
         out[flow] = prob.run_to_convergence(prob.initial_state(), 1e6)["cos"]
-    assert 0.15 < out["spherical"] < 0.2      # THEORY §2.3: cos ~ 0.17 for s = 4
+    assert 0.15 < out["spherical"] < 0.2      # theory/mousavi2023: cos ~ 0.17 for s = 4
     assert out["normalized"] > 1 - 1e-6
     stall = SpikedProblem("relu", "he4", kappa=50.0, align=1.0, flow="spherical", d=1000, a_star=-1.0)
     assert math.isinf(stall.escape_time(stall.initial_state()))
@@ -237,3 +237,12 @@ def test_escape_time_stops_when_the_flow_settles_below_the_level():
     assert prob.escape_time(state0, level=0.5) == math.inf
     m_end = abs(prob.run_to_convergence(state0, t_end=1e4)["m"])
     assert 1e-6 * 0.1 < m_end < 0.5
+
+
+def test_escape_time_level_outside_unit_interval():
+    prob = SpikedProblem("relu", "he2", kappa=5.0, align=0.8, flow="spherical")
+    s0 = prob.initial_state(100)
+    for bad in (0.0, 1.0, 2.0):
+        with pytest.raises(ValueError, match=r"`level` must lie in \(0\.0, 1\.0\), got"):
+            prob.escape_time(s0, level=bad)
+    assert prob.escape_time(s0, level=1e-9) == 0.0  # already above: 0, not an error later

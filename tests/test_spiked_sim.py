@@ -310,3 +310,13 @@ def test_overflow_raises_numerical_error():
     with np.errstate(all="ignore"), pytest.raises(NumericalError):
         for _ in range(5):
             st.step(state, noise)
+
+
+def test_large_spherical_step_warns():
+    from popdyn.models.single_index_sim import LargeStepWarning
+
+    prob = SpikedProblem("he3", "he3", kappa=5.0, align=1.0, flow="normalized")
+    with pytest.warns(LargeStepWarning, match=r"eta = 1 takes relative steps"):
+        simulate(prob, d=100, eta=1.0, t_end=3.0, replicas=2, rng=0, progress=False)
+    ok = simulate(prob, d=100, eta=0.1 / 100, t_end=0.5, replicas=2, rng=0, progress=False)  # silent
+    assert np.all(np.isfinite(ok.overlaps["m_u"]))

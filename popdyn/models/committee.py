@@ -1,7 +1,7 @@
 r"""Two-layer network with squared loss under online SGD: the committee machine.
 
 Saad & Solla (PRE 52:4225, 1995), Biehl & Schwarze (1995), Goldt et al. (NeurIPS 2019),
-in popdyn's conventions (DESIGN.md §1).
+in popdyn's conventions (``popdyn.__doc__``).
 
 Model (popdyn conventions)
 --------------------------
@@ -81,6 +81,7 @@ import math
 
 import numpy as np
 
+from .._budget import DEFAULT_MAX_STEPS
 from .._validation import check_choice, check_finite_array, check_init_scalar, check_int, check_real
 from ..activations import Activation, get_activation
 
@@ -98,6 +99,8 @@ __all__ = [
     "classic_initial_state",
     "deviation_table",
     "plot_committee",
+    "norm_scale",
+    "check_norms",
 ]
 
 CONVENTIONS = ("popdyn", "saad-solla")
@@ -331,8 +334,8 @@ class CommitteeProblem:
         and :math:`d` steps per unit time, the means give the equations (the label noise
         enters only through :math:`E[\Delta^2] \ni \texttt{noise}`, hence
         :math:`\texttt{noise}\,J_2`).  The :math:`\eta_a^2` term is :math:`O(1/d)` and
-        vanishes.  For erf and :math:`a` fixed this is THEORY.md §1.8 (Saad & Solla 1995,
-        eqs. for R and Q) with their :math:`(\eta, v, \tilde v, \sigma^2)` = our
+        vanishes.  For erf and :math:`a` fixed these are the Saad & Solla (1995) equations
+        for R and Q (written out in theory/CONVENTIONS.md, "Saad–Solla committee machine") with their :math:`(\eta, v, \tilde v, \sigma^2)` = our
         :math:`(\delta, a, a^*, \texttt{noise})`.
 
         *Validity.*  The :math:`d\to\infty` limit at fixed :math:`\delta`; the first
@@ -404,6 +407,10 @@ class CommitteeProblem:
                     f"{lam[0]:.3g}): integration error")
         return None
 
+    def ode_escape_bound(self) -> tuple:
+        """``(1, reason)``: the observable is a cosine."""
+        return 1.0, "max_n |M_in|/sqrt(Q_ii G_nn) is a cosine"
+
     def ode_escape_observable(self, state) -> np.ndarray:
         r"""Per student unit :math:`\max_n |M_{in}|/\sqrt{Q_{ii}G_{nn}}` (specialisation), shape (K,)."""
         Q, M = state["Q"], state["M"]
@@ -418,7 +425,8 @@ class CommitteeProblem:
     def ode_time_unit(self, **_) -> str:
         return "alpha = steps / N" if self.conventions == "saad-solla" else "t = steps / d"
 
-    def generalisation_error(self, Q, M, a=None, *, include_noise: bool = False, tol=None) -> np.ndarray:
+    def generalisation_error(self, Q, M, a=None, *, include_noise: bool = False, tol=None,
+                             state_rtol=None) -> np.ndarray:
         r""":math:`\varepsilon_g = \tfrac12 E[(f(x) - y^*(x))^2]`, vectorised over leading axes.
 
         .. math::
@@ -426,7 +434,7 @@ class CommitteeProblem:
             \varepsilon_g = \tfrac12 \sum_{ik} a_i a_k I_2(i, k) - \sum_{in} a_i a^*_n I_2(i, n)
             + \tfrac12 \sum_{nm} a^*_n a^*_m I_2(n, m) \;\Bigl(+ \tfrac12\,\texttt{noise}\Bigr),
 
-        with :math:`I_2` over the fields of covariance :func:`joint_covariance` (THEORY.md §1.8,
+        with :math:`I_2` over the fields of covariance :func:`joint_covariance` (Saad & Solla 1995,
         generalised to any activations).  ``include_noise`` adds the label-noise variance/2
         (the expected test loss on noisy labels); by default the noiseless error is returned.
 
@@ -440,16 +448,39 @@ class CommitteeProblem:
         tol : float, optional
             Tolerance of the quadrature route of ``I2`` (non-closed-form activations).
 
+        state_rtol : float, optional
+            Relative accuracy of ``Q``, ``M``, ``a`` when they come from an ODE solver (its
+            ``max(rtol, atol)``); widens the clamping tolerance below (None: exact overlaps, as
+            from a simulation).
+
         Returns
         -------
         ndarray of shape ``Q.shape[:-2]``
+            Never negative.  :math:`\varepsilon_g` is a sum of terms of both signs that cancel
+            at the global minimum; a negative sum within ``tol = max(EPS_G_ROUND_TOL,
+            EPS_G_STATE_FACTOR * state_rtol) * scale`` (``scale`` = sum of the moduli of the
+            terms) is zero up to rounding and the state's accuracy and is returned as 0.
+
+        Raises
+        ------
+        NumericalError
+            A sum more negative than ``-tol``: the overlaps are not those of a network (the
+            joint Gram matrix is far from PSD).
 
         Examples
         --------
         >>> prob = CommitteeProblem("erf", "erf", K=1, M=1)
-        >>> round(float(prob.generalisation_error([[1.0]], [[0.0]])), 12)   # THEORY.md §5.11
+        >>> round(float(prob.generalisation_error([[1.0]], [[0.0]])), 12)   # Saad–Solla sanity value 1/3
         0.333333333333
         """
+        eps, scale = self._eps_g_terms(Q, M, a, tol)
+        eps = _clamp_eps_g(eps, scale, state_rtol)
+        if include_noise:
+            eps = eps + 0.5 * self.noise
+        return eps
+
+    def _eps_g_terms(self, Q, M, a=None, tol=None) -> tuple:
+        """``(eps_g, scale)`` before clamping: the signed sum and the sum of the moduli of its terms."""
         from .committee_integrals import FALLBACK_TOL
 
         Q = np.asarray(Q, dtype=float)
@@ -463,9 +494,8 @@ class CommitteeProblem:
         I2 = ci.i2_matrix(C)
         beta = np.concatenate([a, np.broadcast_to(-self.a_star, a.shape[:-1] + (self.M,))], axis=-1)
         eps = 0.5 * np.einsum("...c,...ce,...e->...", beta, I2, beta)
-        if include_noise:
-            eps = eps + 0.5 * self.noise
-        return eps
+        scale = 0.5 * np.einsum("...c,...ce,...e->...", np.abs(beta), np.abs(I2), np.abs(beta))
+        return eps, scale
 
 
 # ======================================================================================
@@ -479,6 +509,87 @@ DIVERGENCE_Q = 1e10
 #: eigenvalue below zero by ~1e-5; the integrals stay defined there (the closed forms clip,
 #: the quadrature factor treats a negative residual variance as zero).
 STATE_PSD_TOL = 1e-4
+
+
+#: eps_g = 1/2 beta^T I2 beta sums (K + M)^2 terms of both signs that cancel at the global
+#: minimum.  Floating-point rounding of the sum and of the integrals is a few hundred ulp of
+#: the sum of their moduli (``scale``); a negative value within this relative tolerance is 0.
+EPS_G_ROUND_TOL = 1e-13
+#: For overlaps from an ODE solver the terms carry the solver's error: the global error of the
+#: state is a few ``rtol`` (local tolerance accumulated over the run; the classic run of
+#: ``popdyn predict --model committee`` at the default rtol = 1e-10 shows eps_g = -4.7e-11
+#: = -2.3e-11 * scale at t = 1e4), so values down to ``-EPS_G_STATE_FACTOR * rtol * scale``
+#: are zero within the state's accuracy.
+EPS_G_STATE_FACTOR = 100.0
+
+
+def _clamp_eps_g(eps, scale, state_rtol=None, times=None) -> np.ndarray:
+    """Set eps_g values in ``[-tol, 0)`` to 0 (``tol`` = rounding/state accuracy times the size
+    of the cancelling terms); raise :class:`NumericalError` below ``-tol``."""
+    from ..errors import NumericalError
+
+    rel = EPS_G_ROUND_TOL if state_rtol is None else max(EPS_G_ROUND_TOL, EPS_G_STATE_FACTOR * float(state_rtol))
+    eps = np.asarray(eps, dtype=float)
+    tol = rel * np.asarray(scale, dtype=float)
+    bad = eps < -tol
+    if np.any(bad):
+        idx = np.unravel_index(int(np.argmax(bad)), eps.shape) if eps.ndim else ()
+        time = None if times is None or not idx else float(np.asarray(times)[idx[0]])
+        raise NumericalError(
+            f"the generalisation error is negative beyond rounding: eps_g = {float(eps[idx]):.3g} < -{float(tol[idx]):.3g} "
+            f"(relative tolerance {rel:.1g} of the cancelling terms, size {float(np.asarray(scale)[idx]):.3g}); the "
+            "overlaps are not those of a network (joint Gram matrix [[Q, M], [M^T, G]] not PSD): tighten the "
+            "solver's `rtol`/`atol`", time=time)
+    return np.where(eps < 0, 0.0, eps)
+
+
+#: Simulations (:meth:`CommitteeFullStepper.check_state`, :meth:`CommitteeExactStepper.check_state`):
+#: a student norm :math:`Q_{ii}` more than this factor above the problem's norm scale
+#: (:func:`norm_scale`) is reported as divergence.  A stable run keeps :math:`Q_{ii}` within
+#: O(1) of that scale (the ODE's fixed points have :math:`Q \sim G`); growing by four orders of
+#: magnitude means the step is unstable -- one step moves :math:`w_i` by
+#: :math:`\eta|a_i\Delta\sigma'|\,\|x\| \approx \delta|a_i\Delta\sigma'|/\sqrt d`, which must
+#: stay small against :math:`\|w_i\|` for the d -> infinity description to hold.
+NORM_GROWTH_LIMIT = 1e4
+
+
+def norm_scale(problem: "CommitteeProblem", Q0) -> float:
+    r"""The scale of the student norms of a stable run:
+    :math:`\max(1, \max_i Q_{ii}(0), \max_n G_{nn}\, r^2)`, :math:`r = \max(1,
+    \sum_n|a^*_n| / \max_i|a_i(0)|)` (a homogeneous student with a small second layer needs
+    norms up to :math:`r^2 G` to fit the teacher)."""
+    q0 = float(np.max(np.diagonal(np.asarray(Q0, dtype=float), axis1=-2, axis2=-1)))
+    amax = float(np.max(np.abs(problem.a0)))
+    r = max(1.0, float(np.sum(np.abs(problem.a_star))) / amax) if amax > 0 else 1.0
+    return max(1.0, q0, float(np.max(np.diag(problem.G))) * r * r)
+
+
+def _is_bounded(act) -> bool:
+    """Whether the activation is bounded (probed far out; only used to word messages)."""
+    z = np.array([-1e4, -1e2, 1e2, 1e4])
+    with np.errstate(all="ignore"):
+        far = np.abs(np.asarray(act(z), dtype=float))
+        near = np.abs(np.asarray(act(np.linspace(-5.0, 5.0, 41)), dtype=float))
+    return bool(np.all(np.isfinite(far)) and far.max() <= 2.0 * max(near.max(), 1e-300))
+
+
+def check_norms(problem: "CommitteeProblem", Q, Q0, *, eta: float, d: int) -> str | None:
+    """Divergence message when a simulated ``Q_ii`` exceeds ``NORM_GROWTH_LIMIT * norm_scale``
+    (``Q`` of shape (R, K, K), ``Q0`` the initial norms), else ``None``."""
+    Q = np.asarray(Q, dtype=float)
+    diag = np.diagonal(Q, axis1=-2, axis2=-1).reshape(-1, problem.K)
+    scale = norm_scale(problem, Q0)
+    bound = NORM_GROWTH_LIMIT * scale
+    over = diag > bound
+    if not np.any(over):
+        return None
+    r, i = np.unravel_index(int(np.argmax(np.where(over, diag, -np.inf))), diag.shape)
+    why = (f"{problem.student.name} is bounded, so the loss is bounded and norms growing by orders of magnitude "
+           "mean an unstable step, not learning" if _is_bounded(problem.student)
+           else "the weights run away")
+    return (f"the student norms diverged: Q_{i + 1}{i + 1} = {diag[r, i]:.3g} (replica {r}) > {NORM_GROWTH_LIMIT:.0e} x "
+            f"the norm scale {scale:.3g} (max of 1, Q_ii(0), G_nn r^2); {why}: one step moves w_i by about "
+            f"delta/sqrt(d) |a_i Delta sigma'| with delta = eta d = {eta * d:.3g}; use a smaller `delta`")
 
 
 def joint_covariance(Q, M, G) -> np.ndarray:
@@ -521,7 +632,9 @@ def eps_g(problem: CommitteeProblem, traj, *, include_noise: bool = False) -> np
 
     Works for ODE trajectories (``n_replicas = 1``) and simulations (either engine): it
     evaluates :meth:`CommitteeProblem.generalisation_error` at the recorded ``Q``, ``M``,
-    ``a`` (all times and replicas in one batched call).
+    ``a`` (all times and replicas in one batched call).  For ODE trajectories the clamping
+    tolerance of small negative values includes the solver's ``max(rtol, atol)``
+    (``state_rtol``); a :class:`~popdyn.errors.NumericalError` names the first bad time.
     """
     if not isinstance(problem, CommitteeProblem):
         raise TypeError(f"`problem` must be a CommitteeProblem, got {type(problem).__name__}.")
@@ -529,7 +642,11 @@ def eps_g(problem: CommitteeProblem, traj, *, include_noise: bool = False) -> np
         if name not in traj.overlaps:
             raise ValueError(f"`traj` has no overlap {name!r}; it is not a committee trajectory "
                              f"(overlaps: {sorted(traj.overlaps)}).")
-    return problem.generalisation_error(traj.Q, traj.M, traj.a, include_noise=include_noise)
+    solver = traj.meta.get("solver") if traj.source == "ode" else None
+    state_rtol = None if not solver else max(float(solver.get("rtol", 0.0)), float(solver.get("atol", 0.0)))
+    eps, scale = problem._eps_g_terms(traj.Q, traj.M, traj.a)
+    eps = _clamp_eps_g(eps, scale, state_rtol, times=traj.t)
+    return eps + 0.5 * problem.noise if include_noise else eps
 
 
 def add_eps_g(problem: CommitteeProblem, traj, *, include_noise: bool = False):
@@ -564,13 +681,19 @@ def steps_per_d(traj, problem: CommitteeProblem | None = None):
 
 def simulate_committee(problem: CommitteeProblem, *, d: int, t_end: float, replicas: int = 8, init=1.0,
                        batch: int = 1, rng=None, engine: str = "full", record="log", n_record: int = 100,
-                       include_noise: bool = False, **kwargs):
+                       include_noise: bool = False, max_steps=DEFAULT_MAX_STEPS, **kwargs):
     r"""Online SGD at dimension ``d`` in the ODE's units: ``eta = delta/d``, time ``t = steps/d``.
 
     A thin wrapper of :func:`popdyn.simulate.simulate` (either engine) that sets
     ``eta = problem.eta(d)`` and ``steps = round(t_end * d)``, converts ``record`` times from
     ``steps/d`` to the engine's unit, re-times the result (:func:`steps_per_d`) and adds
-    ``eps_g`` (:func:`add_eps_g`).  Other keyword arguments go to ``simulate``.
+    ``eps_g`` (:func:`add_eps_g`).  Other keyword arguments go to ``simulate`` (e.g.
+    ``checkpoint``, ``checkpoint_every``, ``progress``: SIGINT/SIGTERM then save the
+    checkpoint before stopping).  A run of more than ``max_steps`` steps (``t_end * d``;
+    default ``DEFAULT_MAX_STEPS`` = 1e9, ``None`` for no limit) is refused before any work.
+    A diverging run (student norms beyond :data:`NORM_GROWTH_LIMIT` times :func:`norm_scale`,
+    checked by the steppers' ``check_state`` at each recording time) raises
+    :class:`~popdyn.errors.NumericalError` with the step and the time in ``steps/d``.
 
     Examples
     --------
@@ -579,18 +702,30 @@ def simulate_committee(problem: CommitteeProblem, *, d: int, t_end: float, repli
     >>> traj.time_unit, float(traj.t[-1]), traj.eps_g.shape
     ('t = steps / d', 1.0, (3, 2))
     """
+    from .._budget import check_steps
     from ..simulate import simulate
 
     d = check_int("d", d, minimum=1)
     t_end = check_real("t_end", t_end, lower=0.0, lower_open=True)
+    if max_steps is not None:
+        max_steps = check_int("max_steps", max_steps, minimum=1)
     steps = int(round(t_end * d))
+    check_steps(steps, max_steps, what=f"`t_end` = {t_end:g} at `d` = {d} (steps = t_end * d)", lower="`t_end`")
     if steps < 1:
         raise ValueError(f"`t_end` = {t_end} is shorter than one step (t = steps/d = {1 / d:g}).")
     eta = problem.eta(d)
     if not isinstance(record, str):  # times in steps/d -> whole steps -> the engine's eta * steps
         record = np.rint(np.asarray(record, dtype=float) * d) * eta
-    traj = simulate(problem, d=d, algorithm="sgd", eta=eta, steps=steps, batch=batch, replicas=replicas,
-                    init=init, rng=rng, engine=engine, record=record, n_record=n_record, **kwargs)
+    from ..errors import NumericalError
+
+    try:
+        traj = simulate(problem, d=d, algorithm="sgd", eta=eta, steps=steps, batch=batch, replicas=replicas,
+                        init=init, rng=rng, engine=engine, record=record, n_record=n_record, max_steps=max_steps,
+                        **kwargs)
+    except NumericalError as exc:  # report the time in this function's unit, t = steps/d
+        if exc.step is None:
+            raise
+        raise NumericalError(str(exc).rsplit(" (at step ", 1)[0], step=exc.step, time=exc.step / d) from exc
     return add_eps_g(problem, steps_per_d(traj, problem), include_noise=include_noise)
 
 

@@ -305,6 +305,15 @@ class CommitteeFullStepper:
                 "M0": s0["M"].tolist(), "a0": s0["a"].tolist(), "eta_a": self.eta_a,
                 "batch_used": self.batch, "conventions": self.problem.conventions}
 
+    def check_state(self, state) -> str | None:
+        """Divergence message when a student norm ``Q_ii`` exceeds
+        :data:`~popdyn.models.committee.NORM_GROWTH_LIMIT` times the problem's norm scale
+        (:func:`~popdyn.models.committee.check_norms`), else ``None`` (called by
+        :func:`popdyn.simulate.simulate` at each recording time)."""
+        from .committee import check_norms
+
+        return check_norms(self.problem, self.observe(state)["Q"], self.state0["Q"], eta=self.eta, d=self.d)
+
     # -- the step ---------------------------------------------------------------------------
     def step(self, state, rng) -> None:
         """One online-SGD step, in place on ``state`` (``rng``: the noise stream)."""

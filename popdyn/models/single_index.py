@@ -5,8 +5,8 @@ This is the setting of Ben Arous, Gheissari and Jagannath (BAGJ, JMLR 2021, arXi
 fresh samples, and the number of samples needed to leave the equator is set by the
 *information exponent* of the population loss.
 
-Model (popdyn conventions, DESIGN.md §1)
-----------------------------------------
+Model (popdyn conventions, ``popdyn.__doc__``)
+----------------------------------------------
 * Data :math:`x \sim N(0, I_d)`; teacher :math:`y = a^*\sigma^*(\theta\cdot x)`, unit
   :math:`\theta`; student :math:`\sigma(w\cdot x)` with :math:`\|w\| = 1`.
 * Alignment (the only order parameter) :math:`m = w\cdot\theta \in [-1, 1]`.
@@ -24,8 +24,8 @@ Model (popdyn conventions, DESIGN.md §1)
 
   (the update of :mod:`popdyn.models.multi_index_sim` for the correlation loss).
 
-Population quantities (Hermite/Mehler identity, THEORY.md §1.2, §1.4)
----------------------------------------------------------------------
+Population quantities (Hermite/Mehler identity, theory/CONVENTIONS.md)
+----------------------------------------------------------------------
 :math:`(z, t)` is standard normal with correlation ``m``, so
 
 .. math::
@@ -80,15 +80,15 @@ Fluctuations (the diffusion, :math:`\mathrm{Var}\,\Delta m \approx \eta^2 E[\rho
 (1-m^2)/B`) are not modelled: the ODE is the *mean path*.  In the search phase of
 BAGJ (:math:`m \sim d^{-1/2}`) the fluctuations are as large as ``m`` itself, so the
 median first-passage time differs from the ODE by an O(1) factor, while the *scaling
-in d* is the ODE's (THEORY.md §1.6, §5.18).
+in d* is the ODE's (theory/bagj2021/equations.md, "Reference escape times").
 
 *Validity of the expansion.*  It needs :math:`N^2 \approx \eta^2 d\,\rho^2/B \ll 1` on
 the samples that carry :math:`C`.  For polynomial activations :math:`\rho^2` is
 heavy-tailed (see the Notes of :func:`popdyn.ode.integrate`); the BAGJ step
 :math:`\eta \propto d^{-p/2}` (``p >= 3``) is deep inside the valid regime.
 
-Time units (``time_unit`` option, DESIGN.md §1 "Time")
-------------------------------------------------------
+Time units (``time_unit`` option, theory/CONVENTIONS.md)
+--------------------------------------------------------
 ``"steps"``: ``t`` counts SGD steps.  ``"t = eta * steps"``: compared with gradient
 flow (the unit of :func:`popdyn.simulate`).  ``"t = steps / d"``: the high-d scaling
 with :math:`\eta = \delta/d`; then :math:`\dot m = \delta(1-m^2)\Phi' -
@@ -123,14 +123,14 @@ References
 ----------
 G. Ben Arous, R. Gheissari, A. Jagannath, "Online stochastic gradient descent on
 non-convex losses from high-dimensional inference", JMLR 22(106), 2021 (arXiv
-2003.10409).  THEORY.md §1.4–§1.6, §5.18.
+2003.10409); derivations and reference values in theory/bagj2021/equations.md.
 
 Examples
 --------
 >>> prob = SingleIndexProblem("he3", "he3")
 >>> prob.information_exponent, float(prob.dphi(0.5)), round(float(prob.noise_moment(0.0)), 12)
 (3, 0.75, 3.0)
->>> round(escape_samples(prob, 32, eta=0.5 * 32 ** -1.5))   # THEORY.md §5.18
+>>> round(escape_samples(prob, 32, eta=0.5 * 32 ** -1.5))   # reference: 783 (theory/bagj2021)
 783
 """
 
@@ -190,7 +190,7 @@ def step_size(d, *, eta=None, delta=None, eta0=None, exponent=None) -> float:
 
     ``eta`` (as is), ``delta`` (:math:`\eta = \delta/d`, the high-d scaling) or ``eta0``
     with ``exponent`` (:math:`\eta = \eta_0 d^{-s}`; BAGJ take :math:`s = p/2` for
-    information exponent :math:`p \ge 3`, THEORY.md §1.6).
+    information exponent :math:`p \ge 3`, theory/bagj2021/equations.md).
 
     Examples
     --------
@@ -553,6 +553,10 @@ class SingleIndexProblem(AlignmentODE):
             return {"m": self.drift(m)}
         return {"m": scale * self.step_increment(m, eta=eta, d=d, batch=batch)}
 
+    def ode_escape_bound(self) -> tuple:
+        """``(1, reason)``: the alignment of unit vectors never exceeds 1."""
+        return 1.0, "the alignment m = w.theta of unit vectors is at most 1"
+
     def ode_escape_observable(self, state) -> np.ndarray:
         """``m`` itself, shape ``(1,)`` (escape = reaching ``m >= level``)."""
         return np.atleast_1d(np.asarray(state["m"], dtype=float))
@@ -596,7 +600,8 @@ def escape_samples(problem: SingleIndexProblem, d, *, eta, batch=1, m0=None, m_t
     m0 : float, optional
         Initial alignment, default :math:`d^{-1/2}` (the typical overlap of a random start).
     m_target : float
-        Level to reach (default 1/2, "weak recovery").
+        Level to reach, in (0, 1] (default 1/2, "weak recovery"; the mean path reaches ``m = 1``
+        only in the ``"leading"`` closed form, the other methods return ``inf`` there).
     method : {"ode", "quadrature", "leading"}
         ``"ode"``: :func:`popdyn.integrate` of the alignment ODE in ``steps`` with an escape
         event (DOP853, ``rtol``).  ``"quadrature"``: the same hitting time as the 1-D integral
@@ -627,14 +632,14 @@ def escape_samples(problem: SingleIndexProblem, d, *, eta, batch=1, m0=None, m_t
 
     As :math:`b \to 0` and :math:`m_1 \to \infty` the last is
     :math:`m_0^{2-p}/(\eta p (p-2)\gamma_p)`; with :math:`\eta = \eta_0 d^{-p/2}`,
-    :math:`m_0 = d^{-1/2}` and :math:`\gamma_p = 1` this is THEORY.md §1.6's
-    :math:`d^{p-1}/(\eta_0 p(p-2))`.  With :math:`\eta = \delta/d` the ``p = 2`` and
+    :math:`m_0 = d^{-1/2}` and :math:`\gamma_p = 1` this is the leading-order
+    :math:`d^{p-1}/(\eta_0 p(p-2))` of theory/bagj2021/equations.md.  With :math:`\eta = \delta/d` the ``p = 2`` and
     ``p = 1`` forms grow like :math:`d\log d` and ``d``: the BAGJ sample complexities.
 
     Examples
     --------
     >>> prob = SingleIndexProblem("he3", "he3")
-    >>> [round(escape_samples(prob, d, eta=0.5 * d ** -1.5)) for d in (64, 128, 256)]   # THEORY §5.18
+    >>> [round(escape_samples(prob, d, eta=0.5 * d ** -1.5)) for d in (64, 128, 256)]   # theory/bagj2021 references
     [3008, 11954, 48042]
     """
     from ..ode import integrate
@@ -645,7 +650,7 @@ def escape_samples(problem: SingleIndexProblem, d, *, eta, batch=1, m0=None, m_t
     eta = check_real("eta", eta, lower=0.0, lower_open=True)
     batch = check_int("batch", batch, minimum=1)
     m0 = 1.0 / math.sqrt(d) if m0 is None else check_real("m0", m0, lower=-1.0, upper=1.0)
-    m1 = check_real("m_target", m_target, lower=-1.0, upper=1.0)
+    m1 = check_real("m_target", m_target, lower=0.0, upper=1.0, lower_open=True)
     method = check_choice("method", method, ESCAPE_METHODS)
     rtol = check_real("rtol", rtol, lower=0.0, lower_open=True)
     if m0 >= m1:

@@ -64,23 +64,25 @@ extra (used by the BAGJ escape-scaling claim in ``theory/bagj2021``).
 References
 ----------
 G. Ben Arous, R. Gheissari, A. Jagannath, JMLR 22(106), 2021 (arXiv 2003.10409);
-DESIGN.md §2 (exact simulation of online SGD).
+theory/CONVENTIONS.md, "Exact d-free simulation of online SGD".
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 
 import numpy as np
 
 from .._validation import check_choice, check_init_scalar, check_int, check_real
-from ..errors import NumericalError
+from ..errors import LargeStepWarning, NumericalError
+from ..samplers import chi_square, sphere_coordinate
 from .multi_index_sim import fast_evaluator
 from .single_index import SingleIndexProblem
 
 __all__ = ["SingleIndexFullStepper", "SingleIndexExactStepper", "FirstPassage", "first_passage",
-           "initial_state", "INIT_CHOICES"]
+           "initial_state", "INIT_CHOICES", "LargeStepWarning", "RELATIVE_STEP_LIMIT", "StepSizeMonitor"]
 
 #: Documented forms of ``init``.
 INIT_CHOICES = ("'uniform'", "a float m0 in [-1, 1]")
@@ -140,11 +142,65 @@ def initial_alignment(kind, m0_value, d, rng, n, same_init):
     :math:`\theta\cdot w` for Haar ``w``, :math:`g_1/\sqrt{g_1^2 + \chi^2_{d-1}}`; otherwise
     every replica starts at ``m0_value``.  ``n`` draws; a scalar when ``same_init``."""
     if kind == "uniform":
-        g = rng.standard_normal(n)
-        m0 = g / np.sqrt(g * g + 2.0 * rng.standard_gamma((d - 1) / 2.0, size=n))
+        m0 = sphere_coordinate(rng, d, size=n)  # n normals g_1, then n chi-squares
     else:
         m0 = np.full(n, m0_value)
     return m0[0] if same_init else m0
+
+
+#: Largest root-mean-square relative step :math:`N = \eta\|\hat g\|/\|w\|` of spherical SGD
+#: (``N^2 = \|w - \eta\hat g\|^2 - 1`` before the retraction, averaged over all replicas and
+#: steps since the start of the run) for which a run is called small-step.  The overlap ODE expands the
+#: retraction, :math:`(1 + N^2)^{-1/2} = 1 - N^2/2 + \tfrac38 N^4 - \dots`, and keeps
+#: :math:`-N^2/2`; at ``N = 0.5`` the first dropped term is already 19% of the kept one.
+#: Legitimate runs are far below: the BAGJ step :math:`\eta \propto d^{-p/2}` and
+#: :math:`\eta = \delta/d` (the CLI default, ``delta = 0.5``) give :math:`N^2 \approx
+#: \eta^2 d\,C/B = O(1/d)`: measured peaks 0.11 (``popdyn simulate --model single-index
+#: --d 100``), 0.03 and 0.007 (README single-index examples), 0.008 (spiked, d = 400); the
+#: test suite runs without the warning.  ``--eta 1 --d 200`` with a cubic student gives 19.
+RELATIVE_STEP_LIMIT = 0.5
+#: ``N^2`` is heavy-tailed for polynomial activations (one sample with ``|z| ~ 4`` gives
+#: ``N^2 ~ 16`` at eta = 1e-3, d = 100 for he3/he3, whose mean ``N^2`` is 0.01), so a mean over
+#: fewer than this many replica-steps is trusted only when it exceeds
+#: ``STEP_SMALL_SAMPLE_FACTOR * RELATIVE_STEP_LIMIT**2`` (100 x 0.25 = 25, above what one such
+#: sample among two can produce; the eta = 1 cubic run has mean ``N^2`` ~ 400).
+STEP_STAT_MIN_COUNT = 1000
+STEP_SMALL_SAMPLE_FACTOR = 100.0
+
+
+class StepSizeMonitor:
+    """Mixin for spherical steppers: accumulate the squared relative steps ``N^2`` of each
+    update (:meth:`_record_steps`) and report them in :meth:`check_state`, which
+    :func:`popdyn.simulate.simulate` calls at every recording time."""
+
+    def _record_steps(self, n2_sum: float, count: int) -> None:
+        """Add ``count`` squared relative steps with sum ``n2_sum``."""
+        self._n2_sum = getattr(self, "_n2_sum", 0.0) + n2_sum
+        self._n2_count = getattr(self, "_n2_count", 0) + count
+
+    @property
+    def relative_step_rms(self) -> float:
+        """RMS relative step over all replicas and steps so far (0 before the first step)."""
+        count = getattr(self, "_n2_count", 0)
+        return math.sqrt(max(self._n2_sum, 0.0) / count) if count else 0.0
+
+    def check_state(self, state) -> None:
+        """Warn (:class:`LargeStepWarning`, once per run) when the RMS relative step since the
+        start exceeds :data:`RELATIVE_STEP_LIMIT` (with fewer than :data:`STEP_STAT_MIN_COUNT`
+        replica-steps: :data:`STEP_SMALL_SAMPLE_FACTOR` times the squared limit); never fails
+        the run (the simulation is exact SGD), so it returns ``None``."""
+        count = getattr(self, "_n2_count", 0)
+        if count == 0 or getattr(self, "_warned", False):
+            return None
+        rms = self.relative_step_rms
+        limit2 = RELATIVE_STEP_LIMIT ** 2 * (1.0 if count >= STEP_STAT_MIN_COUNT else STEP_SMALL_SAMPLE_FACTOR)
+        if rms * rms > limit2:
+            self._warned = True
+            warnings.warn(LargeStepWarning(
+                f"spherical SGD with eta = {float(self.eta):.3g} takes relative steps eta*|g|/|w| of RMS {rms:.3g} > "
+                f"{RELATIVE_STEP_LIMIT} (d = {self.d}): far from the small-step regime of the overlap ODE, whose "
+                "predictions do not apply to this run; use a smaller `eta` (e.g. eta = delta/d)"), stacklevel=2)
+        return None
 
 
 class _Kernel:
@@ -168,9 +224,10 @@ class _Kernel:
         return rho
 
 
-def exact_update(m, z, s, chi2, coef):
+def exact_update(m, z, s, chi2, coef, monitor=None):
     r"""One exact step for alignments ``m`` (R,), given ``z``, ``s`` (R, B), ``chi2`` (R,) and
-    ``coef`` :math:`c_b = \eta\rho_b/B` (R, B): returns the new ``m`` (module docstring)."""
+    ``coef`` :math:`c_b = \eta\rho_b/B` (R, B): returns the new ``m`` (module docstring).
+    ``monitor`` (a :class:`StepSizeMonitor`) receives the squared relative steps ``N^2``."""
     if coef.shape[1] == 1:  # the common online case, without reductions
         A = coef[:, 0] * s[:, 0]
         q = coef[:, 0] * coef[:, 0]
@@ -183,8 +240,11 @@ def exact_update(m, z, s, chi2, coef):
     q *= chi2
     q += 1.0
     q += A * A
-    if not math.isfinite(float(q.sum())):  # the squared step overflowed: no meaningful update
+    total = float(q.sum())  # q = 1 + N^2
+    if not math.isfinite(total):  # the squared step overflowed: no meaningful update
         return np.full_like(m, np.nan)
+    if monitor is not None:
+        monitor._record_steps(total - q.size, q.size)
     num /= np.sqrt(q, out=q)
     return np.clip(num, -1.0, 1.0, out=num)
 
@@ -215,7 +275,7 @@ class _Base:
         )
 
 
-class SingleIndexFullStepper(_Base):
+class SingleIndexFullStepper(StepSizeMonitor, _Base):
     r"""Full d-dimensional online SGD (stepper protocol of :mod:`popdyn.simulate`).
 
     Attributes
@@ -267,7 +327,9 @@ class SingleIndexFullStepper(_Base):
         D = np.matmul(coef[:, None, :], X)[:, 0]  # sum_b c_b x_b, (R, d)
         W *= (1.0 - s)[:, None]
         W += D
-        norm = np.sqrt(np.einsum("rd,rd->r", W, W))
+        norm = np.einsum("rd,rd->r", W, W)  # = 1 + N^2, N = eta |g_tangent| (module docstring)
+        self._record_steps(float(norm.sum()) - norm.size, norm.size)
+        np.sqrt(norm, out=norm)
         if not np.all(np.isfinite(norm)) or np.any(norm == 0):
             self._fail()
         W /= norm[:, None]
@@ -291,7 +353,7 @@ class ScalarAlignmentState:
         return {"m": state["m"].copy()}
 
 
-class SingleIndexExactStepper(ScalarAlignmentState, _Base):
+class SingleIndexExactStepper(StepSizeMonitor, ScalarAlignmentState, _Base):
     r"""Exact d-free online SGD on the alignment ``m`` (module docstring; cost per step
     ``O(R B)``, independent of ``d``)."""
 
@@ -299,7 +361,6 @@ class SingleIndexExactStepper(ScalarAlignmentState, _Base):
         super().__init__(problem, config)
         self.m0 = initial_alignment(self.kind, self.m0_value, self.d, streams["init"],
                                     1 if config.same_init else self.R, config.same_init)
-        self._half_df = (self.d - 2) / 2.0
 
     def work_per_step(self) -> float:
         return float(20 * self.R * self.B)
@@ -311,7 +372,7 @@ class SingleIndexExactStepper(ScalarAlignmentState, _Base):
     def draw(self, rng, R):
         """``(z, s, chi2)`` for ``R`` replicas: shapes ``(R, B)``, ``(R, B)``, ``(R,)``."""
         zs = rng.standard_normal((2, R, self.B))
-        chi2 = 2.0 * rng.standard_gamma(self._half_df, size=R)
+        chi2 = chi_square(rng, self.d - 2, size=R)
         return zs[0], zs[1], chi2
 
     def update(self, m, z, s, chi2) -> np.ndarray:
@@ -320,7 +381,7 @@ class SingleIndexExactStepper(ScalarAlignmentState, _Base):
         T += s * np.sqrt(np.maximum(1.0 - m * m, 0.0))[:, None]
         coef = self.kernel.force(z, T)
         coef *= self.eta / self.B
-        out = exact_update(m, z, s, chi2, coef)
+        out = exact_update(m, z, s, chi2, coef, self)
         if not math.isfinite(float(out.sum())):  # NaN/inf anywhere makes the sum non-finite
             self._fail()
         return out
@@ -455,7 +516,7 @@ def _run_first_passage(stepper, noise, state, hit, obs, level, max_steps, need) 
         Ra = active.size
         K = int(min(_MAX_BLOCK_STEPS, max_steps - step, max(1, _BLOCK_NUMBERS // (Ra * (2 * stepper.B + 1)))))
         zs = noise.standard_normal((K, 2, Ra, stepper.B))
-        chi2 = 2.0 * noise.standard_gamma(stepper._half_df, size=(K, Ra))
+        chi2 = chi_square(noise, stepper.d - 2, size=(K, Ra))
         arrived = np.zeros(Ra, dtype=bool)
         done = R - Ra
         for k in range(K):

@@ -2,7 +2,8 @@ r"""Single-index learning under a spiked input covariance (arXiv 2309.03843).
 
 Mousavi-Hosseini, Wu, Suzuki and Erdogdu, "Gradient-Based Feature Learning under
 Structured Data" (NeurIPS 2023).  The parametrisation below is a **reconstruction**
-(THEORY.md §2.3): the normalisations were recalled, not copied from the paper.
+(theory/mousavi2023/equations.md, "Reconstructed model and derived facts"): the
+normalisations were recalled, not copied from the paper.
 
 Data model
 ----------
@@ -57,7 +58,7 @@ Flows (``flow=``)
 ``"preconditioned"`` (paper §4): :math:`\dot w = -\Sigma^{-1}\nabla R` on the normalised
     loss; in whitened coordinates :math:`\tilde w = \Sigma^{1/2}w` this is the isotropic
     flow, :math:`s = \|\tilde w\|` is conserved and
-    :math:`\dot\rho = (1-\rho^2)F'(\rho)/s^2` (THEORY §5.17).  The exact :math:`\Sigma` is
+    :math:`\dot\rho = (1-\rho^2)F'(\rho)/s^2` (theory/mousavi2023/equations.md).  The exact :math:`\Sigma` is
     used here; the empirical :math:`\hat\Sigma` from ``n_unlabeled`` samples is the
     finite-d simulator's business (:func:`min_unlabeled` gives the validation rule).
 
@@ -72,8 +73,8 @@ preconditioned flow) closes on :math:`(p, q, S)`; see :meth:`SpikedProblem.ode_r
 The reduction is checked against the d-dimensional population flow
 (:func:`dense_population_flow`) to 1e-9 in ``tests/test_spiked.py``.
 
-Effective dimension (THEORY §2.3)
----------------------------------
+Effective dimension (theory/mousavi2023/equations.md)
+-----------------------------------------------------
 For :math:`w` uniform on :math:`S^{d-1}` and :math:`\kappa \ll d`,
 :math:`E[m_\Sigma(w)^2] \approx \|\Sigma u\|^2/\operatorname{tr}\Sigma = 1/d_{\rm eff}`,
 :math:`d_{\rm eff} = \operatorname{tr}(\Sigma)(u^\top\Sigma u)/(u^\top\Sigma^2u)
@@ -124,7 +125,7 @@ def min_unlabeled(d: int) -> int:
 
 def effective_dimension(d, kappa, align) -> float:
     r""":math:`d_{\rm eff} = \operatorname{tr}(\Sigma)(u^\top\Sigma u)/(u^\top\Sigma^2 u)`
-    for the spiked model (THEORY §2.3); ``1/d_eff`` predicts :math:`E[m_\Sigma(w_0)^2]`.
+    for the spiked model (theory/mousavi2023/equations.md); ``1/d_eff`` predicts :math:`E[m_\Sigma(w_0)^2]`.
 
     >>> round(1 / effective_dimension(4000, 20.0, 1.0), 7)
     0.0052239
@@ -372,6 +373,10 @@ class SpikedProblem:
             return {"p": -(uG - lam * p), "q": -(thG - lam * q), "S": -2 * (SwG - lam * S)}
         return {"p": -uG, "q": -thG, "S": -2 * SwG}
 
+    def ode_escape_bound(self) -> tuple:
+        """``(1, reason)``: :math:`|m_\\Sigma|` is a cosine in the Sigma inner product."""
+        return 1.0, "|m_Sigma| is a cosine (Cauchy-Schwarz in the Sigma inner product)"
+
     def ode_escape_observable(self, state) -> np.ndarray:
         r""":math:`|m_\Sigma|`, the overlap in whitened coordinates."""
         return np.abs(self.overlaps(state)["m"])
@@ -389,11 +394,12 @@ class SpikedProblem:
         * default ``eps = d**-0.5``: the typical size of a uniform :math:`w_0`'s component along
           :math:`f`, which gives :math:`m_\Sigma(w_0)^2 = \|\Sigma u\|^2/(d\,w_0^\top\Sigma w_0)`;
           this equals :math:`1/d_{\rm eff}` up to relative :math:`O(\kappa/d)` (exactly when
-          :math:`u = \theta`, where :math:`\langle w_0, \theta\rangle = d^{-1/2}`, THEORY §5.16);
+          :math:`u = \theta`, where :math:`\langle w_0, \theta\rangle = d^{-1/2}`, the start of the
+          reference :math:`\kappa_{crit}` values);
         * ``m0``: choose ``eps`` so that :math:`m_\Sigma(w_0) = m_0` exactly.
 
         For ``flow="preconditioned"`` the state is rescaled to :math:`\|\Sigma^{1/2}w_0\| = 1`
-        (THEORY §5.17), otherwise :math:`\|w_0\| = 1`.
+        (the preconditioned-flow convention), otherwise :math:`\|w_0\| = 1`.
         """
         k = self.kappa
         a2 = self.t_u ** 2 / self.sigma_u2  # <f, theta>^2
@@ -421,7 +427,8 @@ class SpikedProblem:
 
     def escape_time(self, state0, *, level: float = 0.5, t_max: float = 1e12, stall_factor: float = 1e-6,
                     settle_tol: float = SETTLE_TOL) -> float:
-        r"""Time for :math:`|m_\Sigma|` to reach ``level``; ``inf`` if it falls below
+        r"""Time for :math:`|m_\Sigma|` to reach ``level`` in (0, 1) (0 when it starts at or above
+        ``level``; ``ValueError`` outside (0, 1), where :math:`|m_\Sigma| \le 1`); ``inf`` if it falls below
         ``stall_factor`` times its initial value (converged to the equator), if the flow
         settles at a fixed point below ``level`` (:math:`t\,|\dot y|/|y| <` ``settle_tol``
         after having been larger, with ``y = (p, q, S)``; e.g. the biased end point of the
@@ -435,6 +442,7 @@ class SpikedProblem:
         """
         from scipy.integrate import solve_ivp
 
+        level = check_real("level", level, lower=0.0, upper=1.0, lower_open=True, upper_open=True)
         st = self.ode_initial_state(state0)
         y0 = np.concatenate([st[k] for k in self.ode_state_names])
         m_init = float(self.ode_escape_observable(st)[0])
@@ -548,7 +556,8 @@ def kappa_critical(d, *, student="relu", teacher="he4", a_star=-1.0, align=1.0, 
                    kappa_hi=None, rtol: float = 1e-4, level: float = 0.5) -> float:
     r"""Smallest :math:`\kappa` at which the *spherical* flow escapes from the typical
     initial state (:math:`\langle w_0,\theta\rangle = d^{-1/2}` for :math:`u = \theta`),
-    by bisection on the overlap ODE (THEORY §5.16).
+    by bisection on the overlap ODE (reference values in
+    theory/mousavi2023/equations.md).
 
     Escape means :math:`|m_\Sigma|` reaches ``level``; stall means it falls to a tenth of its
     initial value (the equator is attracting).  Below :math:`\kappa_{crit}` the flow stalls.

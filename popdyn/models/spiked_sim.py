@@ -58,8 +58,8 @@ neuron :math:`\phi` (``problem.student``), per-sample loss
     :math:`\Sigma`, in whitened coordinates :math:`\tilde w = \Sigma^{1/2} w`,
     :math:`\tilde x = \Sigma^{-1/2}x \sim N(0, I_d)`, this is *exactly* (any
     :math:`\eta`) the isotropic spherical SGD on :math:`\tilde w`, target
-    :math:`\Sigma^{1/2}u` (a unit vector) -- THEORY.md §2.3, "Preconditioned flow =
-    isotropic flow in whitened coordinates".  Cost: :math:`O(R d^2)` memory and time per
+    :math:`\Sigma^{1/2}u` (a unit vector) -- theory/mousavi2023/equations.md, "Reconstructed
+    model and derived facts" (preconditioned flow).  Cost: :math:`O(R d^2)` memory and time per
     step with an empirical :math:`\hat\Sigma` (one :math:`d\times d` inverse per replica).
 
 Algorithms: ``"sgd"`` (online, fresh minibatch of ``batch`` samples per step) and
@@ -97,7 +97,7 @@ fresh samples (``"sgd"``) or epoch permutations (``"gd"``).
 References
 ----------
 A. Mousavi-Hosseini, D. Wu, T. Suzuki, M. A. Erdogdu, "Gradient-Based Feature Learning
-under Structured Data", NeurIPS 2023 (arXiv 2309.03843); THEORY.md §2.3.
+under Structured Data", NeurIPS 2023 (arXiv 2309.03843); theory/mousavi2023/equations.md.
 """
 
 from __future__ import annotations
@@ -111,6 +111,7 @@ from .._validation import check_init_scalar, check_int, check_real
 from ..errors import NumericalError
 from ..simulate import epoch_state, next_minibatch
 from .multi_index_sim import fast_evaluator
+from .single_index_sim import StepSizeMonitor
 from .spiked import SpikedProblem, min_unlabeled
 
 __all__ = ["SpikedStepper", "sample_inputs", "spiked_directions", "initial_state", "INIT_CHOICES"]
@@ -224,7 +225,7 @@ def initial_state(problem, d, *, init="uniform", model_rng=None, init_rng=None, 
     return theta, u, W0
 
 
-class SpikedStepper:
+class SpikedStepper(StepSizeMonitor):
     r"""Online SGD / multi-pass GD for the spiked single-index model (stepper protocol).
 
     Built by :func:`popdyn.simulate.make_stepper`; the flows and overlaps are in the
@@ -358,10 +359,14 @@ class SpikedStepper:
             norm2 = np.einsum("rd,rd->r", W, self.sigma_dot(W))
         else:
             norm2 = np.einsum("rd,rd->r", W, W)
-        if not math.isfinite(float(norm2.sum())) or np.any(norm2 <= 0):
+        total = float(norm2.sum())
+        if not math.isfinite(total) or np.any(norm2 <= 0):
             raise NumericalError(
                 f"non-finite weights after an update with eta = {self.eta:g} ({self.flow} flow): the gradient "
                 "overflowed. Try a smaller `eta`.")
+        # W was a unit vector (Sigma-unit when preconditioned) and the step is tangent to that sphere,
+        # so norm2 = 1 + N^2 with N the relative step (checked by StepSizeMonitor.check_state)
+        self._record_steps(total - norm2.size, norm2.size)
         W /= np.sqrt(norm2)[:, None]
 
     # -- protocol ------------------------------------------------------------------------
