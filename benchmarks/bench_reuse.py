@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from popdyn.models.reuse import ReuseProblem  # noqa: E402
 from popdyn.simulate import make_stepper  # noqa: E402
 
-#: Per-sample step scale eta * d / B (THEORY.md §5.14).
+#: Per-sample step scale eta * d / B (reference drift values, theory/lee2024/equations.md).
 ETA_TILDE = 0.5
 
 

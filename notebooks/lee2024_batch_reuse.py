@@ -26,15 +26,15 @@
 # 5. **Phase II**: a ridge fit of the second layer with random biases after Phase I.
 #
 # ## The algorithm (what we had to choose)
-# The paper's Algorithm 1 was not available to us (THEORY.md §2.2, §4).  popdyn implements the
-# reconstruction of THEORY.md §2.2: one neuron `σ(w·x)` on the unit sphere, correlation loss
+# The paper's Algorithm 1 was not available to us.  popdyn implements the reconstruction written
+# out in `theory/lee2024/equations.md` ("Reconstruction of the algorithm"): one neuron `σ(w·x)` on the unit sphere, correlation loss
 # (the paper's squared loss with a small fixed second-layer weight `a_j` reduces to it, with
 # `sign(a_j)` folded into the student), and per *iteration*
 #
 # * a fresh minibatch of `B` samples;
 # * `r` consecutive normalised spherical steps on it, each at the current weight:
 #   `w_{k+1} = normalize(w_k + η (1/B) Σ_b y_b σ'(w_k·x_b)(x_b − (w_k·x_b) w_k))`;
-# * the interpolation `w ← normalize((1−ξ) w_0 + ξ w_r)` of the seed summary.
+# * the interpolation `w ← normalize((1−ξ) w_0 + ξ w_r)` (mentioned in a summary of the paper).
 #
 # `r = 1, ξ = 1` is plain online SGD, in the same code.  The per-sample step is `η̃ = η d / B`.
 #
@@ -87,14 +87,14 @@ for r in lee.exponent_table(lee.named_links(), effective=True):
     print(f"{r['link']:<10}{r['IE']:>4}{r['GE']:>4}{r['effective_r1']:>9}{r['effective_r2']:>9}")
 
 # %% [markdown]
-# THEORY.md §5.14 numbers (η̃ = 0.5): the exact drift of `popdyn.models.reuse` against a direct
+# Reference drift values of `theory/lee2024/equations.md` (η̃ = 0.5): the exact drift of `popdyn.models.reuse` against a direct
 # 2-D quadrature of the formula above.  R2 = reuse 2, F2 = two fresh online steps (= 2 D_1).
 # For log cosh the reuse turns the equator from attracting (F2 < 0) to repelling (R2 > 0).
-# (THEORY quotes +0.0633 for the log cosh R2 linear coefficient; that is a secant over
+# (A value +0.0633 circulated for the log cosh R2 linear coefficient; that is a secant over
 # m = ±0.03, the coefficient is 0.06385.)
 
 # %%
-print(f"{'student':<9}{'quantity':<13}{'reuse.py':>12}{'direct':>12}{'THEORY':>10}")
+print(f"{'student':<9}{'quantity':<13}{'reuse.py':>12}{'direct':>12}{'reference':>10}")
 for r in lee.drift_reference_table():
     ref = "" if r["reference"] is None else f"{r['reference']:.5f}"
     print(f"{r['student']:<9}{r['quantity']:<13}{r['value']:>12.6f}{r['direct']:>12.6f}{ref:>10}")

@@ -16,7 +16,7 @@
 #
 # Mousavi-Hosseini, Wu, Suzuki and Erdogdu study one neuron learning a single-index target when
 # the inputs have a spiked covariance. popdyn implements a **reconstruction** of their model
-# (THEORY.md §2.3; the normalisations were recalled, not copied from the paper):
+# (`theory/mousavi2023/equations.md`; the normalisations were recalled, not copied from the paper):
 #
 # $$x \sim N(0,\Sigma),\quad \Sigma = \frac{I_d + \kappa\,\theta\theta^\top}{1+\kappa}\ (\|\Sigma\|_{op}=1),\quad
 #   y = a^* g(\langle u, x\rangle),\quad u^\top\Sigma u = 1,\quad \cos\alpha = \frac{\langle\theta,u\rangle}{\|u\|}.$$
@@ -219,7 +219,7 @@ for flow, (_, sims) in table.items():
 # At fixed $r_1$, one $r_2$ per stage: $r_2 < r_1$ ($d_{\rm eff} \sim d$), $r_1 < r_2 < 2r_1$
 # ($d_{\rm eff}\sim d^{1-2(r_2-r_1)}$), $r_2 > 2r_1$ ($d_{\rm eff}\sim d^{1-r_2}$). From $m_0 = d_{\rm eff}^{-1/2}$ the
 # preconditioned flow ($\|\Sigma^{1/2}w_0\|=1$) needs $T \approx d_{\rm eff}^{(s-2)/2}/(s(s-2)|c_s\alpha_s|)$
-# (THEORY's law). The normalized flow ($\|w_0\| = 1$) starts at rate $\dot m = A\,F'(m)$ with
+# (`theory/mousavi2023/equations.md`). The normalized flow ($\|w_0\| = 1$) starts at rate $\dot m = A\,F'(m)$ with
 # $A = (1+\kappa)\|\Sigma u\|^2 = (d+\kappa)/d_{\rm eff}$, so $T_{\rm nor} \approx T_{\rm pre}\,d_{\rm eff}/(d+\kappa)$
 # and its
 # exponent is $s e/2 - 1$, not $(s-2)e/2$ (claim `three_stages`).
@@ -229,7 +229,7 @@ r1 = 0.2
 ds = np.logspace(4, 10, 5 if FAST else 13)
 fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
 print(f"{'stage':>5} {'r2':>5} | {'d_eff pred':>10} {'meas':>7} | {'T_pre pred':>10} {'meas':>7} | "
-      f"{'T_nor pred':>10} {'meas':>7} | {'THEORY law for T_nor':>20}")
+      f"{'T_nor pred':>10} {'meas':>7} | {'d_eff law for T_nor':>20}")
 for ax, r2 in zip(axes, STAGE_POINTS[r1]):
     pred = stage_exponents(r1, r2, 4)
     pts = three_stage_points(r1, r2, ds)

@@ -1,7 +1,7 @@
 r"""Information and generative exponents of a link :math:`y = f(z)`, :math:`z \sim N(0,1)`.
 
-Definitions (DESIGN.md §1, THEORY.md §1.4)
--------------------------------------------
+Definitions (conventions of ``popdyn.__doc__``)
+-----------------------------------------------
 * **Information exponent** (Ben Arous, Gheissari, Jagannath 2021):
 
   .. math:: \mathrm{IE}(f) = \min\{k \ge 1 : c_k(f) \ne 0\}, \qquad c_k(f) = E[f(z) h_k(z)].
@@ -67,7 +67,8 @@ registered activation and every ``heK`` with ``K <= 8`` (``max_k = 6``), and abo
 ``1e-10`` for the non-rational cubic ``hermite:0.3,0,1,0.2`` (its true error, against an
 independent quadrature, is ``3e-11``); values that decide the exponent must be
 accurate to ``tol/10`` or :class:`~popdyn.errors.NumericalError` is raised.  The
-reference values of THEORY.md §1.4 (5 digits) are reproduced, and an independent
+reference values of theory/lee2024/equations.md, "Label transforms and the generative
+exponent" (5 digits) are reproduced, and an independent
 adaptive quadrature with ``numpy.roots`` preimages agrees to ``1e-9`` or better
 (``tests/test_exponents.py``).
 
@@ -1110,7 +1111,7 @@ def generative_exponent(act, *, max_k: int = 6, tol: float = GE_TOL) -> Generati
     :math:`E[y^j h_k] \ne 0`, computed exactly from the Gaussian moments
     :math:`E[z^n He_k(z)] = \frac{n!}{(n-k)!}(n-k-1)!!`; by Cauchy–Schwarz it certifies
     :math:`\lambda_k^2 \ge E[y^j h_k]^2/E[y^{2j}] > 0`.  Every non-constant polynomial
-    has :math:`\mathrm{GE} \le 2` (THEORY §1.4; arXiv 2406.01581), and odd ``k`` give
+    has :math:`\mathrm{GE} \le 2` (arXiv 2406.01581, abstract; arXiv 2403.05529), and odd ``k`` give
     :math:`\zeta_k \equiv 0` for even links.  If no power works the witness is
     :math:`T = \zeta_k` with correlation :math:`\lambda_k^2`.
 

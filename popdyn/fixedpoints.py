@@ -31,8 +31,8 @@ Riemannian Hessian acts as the scalar
 so they are reported as one eigenvalue with a multiplicity that depends on ``d``
 (``None`` with label ``"d-r"``/``"d-r-1"`` in the default "large d" mode).
 
-Riemannian Hessian (THEORY.md §3 item 4)
-----------------------------------------
+Riemannian Hessian (theory/CONVENTIONS.md)
+------------------------------------------
 .. math::
 
     \operatorname{Hess}\ell(w) = P\,\nabla^2\ell\,P - (w\cdot\nabla\ell)\,P,
@@ -574,7 +574,8 @@ def classify(problem: MultiIndexProblem, u, *, d: int | None = None, tol: float 
 
     Examples
     --------
-    THEORY.md §5.8: orthogonal, :math:`g = t^4`, :math:`|S| = 2`:
+    Reference spectrum of theory/simsek2025/equations.md, "Fixed points and Hessian for
+    orthogonal index vectors": orthogonal, :math:`g = t^4`, :math:`|S| = 2`:
 
     >>> import numpy as np
     >>> from popdyn.models.multi_index import MultiIndexProblem
@@ -684,7 +685,7 @@ def fixed_points(problem: MultiIndexProblem, *, n_random: int = 200, rng=None, d
        :math:`1 \le |S| \le` ``max_subset_size`` (single directions :math:`\pm v_j`
        included; :math:`3^k - 1` seeds when all subsets are used).  For orthogonal ``G``
        and :math:`\phi_j = t^p` those with admissible signs are exact fixed points
-       (THEORY.md §2.1); for non-orthogonal ``G`` they are only starting points and may
+       (arXiv 2411.08798; theory/simsek2025/equations.md); for non-orthogonal ``G`` they are only starting points and may
        converge elsewhere -- each result records its seed (``origin``) and the distance
        travelled (``seed_distance``).  Seeds where Newton fails are retried with
        ``scipy.optimize.root``;

@@ -8,8 +8,8 @@ same activation pair for every index, :math:`\phi(t) = a^* \sum_m \gamma_m t^m` 
 :math:`w_{avg} = \sum_j v_j / \|\sum_j v_j\|` has :math:`u_j = c_\beta =
 \sqrt{(1 + (k-1)\beta)/k}` and is a fixed point for every :math:`\phi` by symmetry.
 
-Riemannian Hessian at the average point (THEORY.md §2.1, re-derived here)
--------------------------------------------------------------------------
+Riemannian Hessian at the average point (derivation; theory/simsek2025/equations.md)
+------------------------------------------------------------------------------------
 With :math:`\nabla\ell = -V^\top \phi'(u)`, :math:`\nabla^2\ell = -V^\top
 \operatorname{diag}\phi''(u) V` and a tangent in-span direction :math:`z = V^\top a`,
 :math:`\mathbf 1^\top a = 0` (so :math:`Vz = Ga = (1-\beta)a`, :math:`\|z\|^2 =
@@ -21,7 +21,8 @@ With :math:`\nabla\ell = -V^\top \phi'(u)`, :math:`\nabla^2\ell = -V^\top
         \quad(\text{multiplicity } k-1), \qquad
     \lambda_\perp = k c\,\phi'(c) \quad(\text{directions} \perp \operatorname{span} V).
 
-(THEORY's "g" in that section is the kernel :math:`\phi`; its "g'" is :math:`\phi'`.)
+(theory/simsek2025/equations.md, "Equiangular index vectors", writes ``g`` for the kernel
+:math:`\phi`.)
 Multiplying :math:`\lambda_\parallel` by :math:`c_\beta^2 > 0` and using :math:`k c^2 =
 1 + (k-1)\beta`:
 
@@ -379,7 +380,8 @@ def smallest_eigenvalue_curve(student, teacher, k: int, betas, *, a_star=None, d
 
     Examples
     --------
-    THEORY.md §5.6 (:math:`p = k = 3`):
+    Reference values of theory/simsek2025/equations.md, "Equiangular index vectors"
+    (:math:`p = k = 3`):
 
     >>> cur = smallest_eigenvalue_curve("he3", "he3", 3, [0.22, 0.28])
     >>> np.round(cur.smallest, 6), np.round(cur.outside, 6)

@@ -35,7 +35,7 @@ def test_coefficients_vs_mpmath(name):
 
 
 def test_theory_table_values():
-    # THEORY §1.3 (15 digits, mpmath)
+    # theory/CONVENTIONS.md (15 digits, mpmath)
     np.testing.assert_allclose(get_activation("relu").coefficients(8),
                                [0.398942280401433, 0.5, 0.282094791773878, 0, -0.0814337519838200, 0,
                                 0.0446031029038193, 0, -0.0298017016880560], atol=1e-14)

@@ -13,7 +13,7 @@ from popdyn.models.spiked import FLOWS, SpikedProblem, dense_population_flow, ef
 from popdyn.simulate import make_stepper, simulate
 
 #: CovarianceProblem's d-dim flow projected on (p, q, S) vs SpikedProblem's overlap ODE, both
-#: DOP853 at rtol 1e-12 (brief: 1e-9; observed <= 2e-11).
+#: DOP853 at rtol 1e-12 (required: 1e-9; observed <= 2e-11).
 REDUCTION_TOL = 1e-9
 #: Algebraic identities in double precision (a few hundred flops on O(1) numbers).
 EXACT_TOL = 1e-12
@@ -22,7 +22,7 @@ FD_TOL = 1e-7
 #: Monte Carlo checks: |estimate - reference| <= Z_TOL standard errors (fixed seeds; per
 #: comparison a false alarm has probability ~6e-5).
 Z_TOL = 4.0
-#: THEORY §2.3: E[m0^2] ~ 1/d_eff to leading order in ||Sigma||_op / tr(Sigma); ~10 % here.
+#: theory/mousavi2023/equations.md: E[m0^2] ~ 1/d_eff to leading order in ||Sigma||_op / tr(Sigma); ~10 % here.
 DEFF_RTOL = 0.10
 #: Simulation vs ODE: besides the replica noise (Z_TOL SE) the mean of SGD deviates from the
 #: gradient flow by the O(eta) discretisation and the O(eta d / B) noise drift; with eta = 0.005,

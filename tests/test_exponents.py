@@ -3,7 +3,7 @@
 Independent routes used here (none calls the preimage machinery of popdyn.exponents):
 
 * exact Gaussian moments by Gauss–Hermite quadrature (``hermegauss``, exact for
-  polynomials), e.g. E[He_3(z)^3 He_1(z)] = 324 (THEORY §1.1 triple product);
+  polynomials), e.g. E[He_3(z)^3 He_1(z)] = 324 (triple-product formula, theory/CONVENTIONS.md);
 * an adaptive ``scipy.integrate.quad`` of E[zeta_k(f(z))^2] with zeta_k from the roots of
   f(z) - y found by ``numpy`` (polynomials) or ``scipy.optimize.brentq`` (GELU, SiLU);
 * Monte Carlo over z of h_k(z) zeta_k(f(z)), zeta_k from batched companion-matrix
@@ -36,7 +36,7 @@ from popdyn.exponents import (
 )
 
 # --------------------------------------------------------------------------------------
-# reference table (THEORY.md §1.4 and §5 item 5).  "He_3 + He_4" is the UNNORMALISED sum
+# reference table (theory/lee2024/equations.md, "Label transforms and the generative exponent").  "He_3 + He_4" is the UNNORMALISED sum
 # z^3 - 3z + z^4 - 6z^2 + 3: it reproduces 0.21162 / 0.71684, while h_3 + h_4 gives
 # lambda_1^2 = 0.44452, lambda_2^2 = 0.68699.
 # --------------------------------------------------------------------------------------
@@ -51,8 +51,8 @@ THEORY_TABLE = [
     ("poly:z**2", [0, 0, 1], 2, 2, {1: 0.0, 2: 1.0}, (2, 2, 2, 2, 2)),
     ("poly:z**3", [0, 0, 0, 1], 1, 1, {1: 1.0, 2: 1.0}, (1, 2, 1, 2, 1)),
 ]
-#: (IE, GE) of the other links named in the brief and of every registered activation
-#: (THEORY §1.3: all registered non-polynomial ones have IE 1 except |z|).
+#: (IE, GE) of other common links and of every registered activation
+#: (theory/CONVENTIONS.md: all registered non-polynomial ones have IE 1 except |z|).
 EXPONENTS = {
     "he2": (2, 2), "abs": (2, 2), "sign": (1, 1), "relu": (1, 1), "tanh": (1, 1), "erf": (1, 1),
     "sigmoid": (1, 1), "softplus": (1, 1), "gelu": (1, 1), "silu": (1, 1), "identity": (1, 1),
@@ -177,7 +177,7 @@ def test_theory_table_exponents(spec, power, ie, ge, lambdas, ie_powers):
 
 @pytest.mark.parametrize("spec, power, ie, ge, lambdas, ie_powers", THEORY_TABLE)
 def test_information_exponent_of_label_powers(spec, power, ie, ge, lambdas, ie_powers):
-    # THEORY §1.4 column "IE(y^j), j = 1..5", from the exact coefficients of the composed polynomial
+    # the column "IE(y^j), j = 1..5" of theory/lee2024/equations.md, from the exact coefficients of the composed polynomial
     body = spec.split(":", 1)[1]
     got = tuple(information_exponent(f"poly:({body})**{j}") for j in range(1, 6))
     assert got == ie_powers
@@ -386,7 +386,7 @@ def test_registered_activations(name):
     assert lam[r.k - 1] >= r.witness.lambda_lower_bound - LAMBDA_TOL
     if name.startswith("he"):
         k = int(name[2:])
-        assert r.k == (2 if k % 2 == 0 else 1)  # THEORY §1.4: GE <= 2, = 1 unless the link is even
+        assert r.k == (2 if k % 2 == 0 else 1)  # GE <= 2, = 1 unless the link is even (theory/lee2024)
         assert r.lambdas[k - 1] == pytest.approx(1.0, abs=LAMBDA_TOL)  # zeta_k(y) = y for y = h_k
 
 
@@ -394,7 +394,7 @@ def test_registered_activations(name):
 # witnesses
 # --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("spec, power, norm, k, j, exact", [
-    # E[He_3^3 He_1] = 324 (THEORY §1.1) and y = He_3/sqrt(6)
+    # E[He_3^3 He_1] = 324 (theory/CONVENTIONS.md) and y = He_3/sqrt(6)
     ("he3", [0, -3, 0, 1], math.sqrt(6), 1, 3, "324/6**(3/2)"),
     # E[He_4^2 He_2] = 192, y = He_4/sqrt(24), h_2 = He_2/sqrt(2)
     ("he4", [3, 0, -6, 0, 1], math.sqrt(24), 2, 2, "192/(24*sqrt(2))"),
@@ -425,7 +425,7 @@ def test_polynomial_witness_exact(spec, power, norm, k, j, exact):
 
 
 def test_generative_below_information_exponent_with_square_witness():
-    # h_2 + 0.2 h_3 + 0.3: IE 2 but E[y^2 h_1] = 2 sqrt(3)/5 != 0, so GE 1 (THEORY §1.4)
+    # h_2 + 0.2 h_3 + 0.3: IE 2 but E[y^2 h_1] = 2 sqrt(3)/5 != 0, so GE 1 (theory/lee2024/equations.md)
     r = generative_exponent("hermite:0.3,0,1,0.2")
     assert r.k == 1 and r.witness.description == "T(y) = y**2"
     assert str(r.witness.exact_correlation) == "2*sqrt(3)/5"

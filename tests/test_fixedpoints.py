@@ -1,6 +1,6 @@
 """Tests for popdyn.fixedpoints: fixed points of the spherical correlation-loss flow.
 
-References (THEORY.md §2.1 and §5.8, orthogonal index vectors, sigma = sigma* = h_p so
+References (theory/simsek2025/equations.md, orthogonal index vectors, sigma = sigma* = h_p so
 phi(t) = t^p): at u = (1/sqrt(s)) sum_{j in S} e_j the Riemannian Hessian has
     within the support (s - 1 directions):  -p (p - 2) s^(1 - p/2)
     all other tangent directions:            +p s^(1 - p/2)
@@ -23,7 +23,7 @@ from popdyn.fixedpoints import (
 )
 from popdyn.models.multi_index import MultiIndexProblem, gram, index_vectors
 
-# THEORY.md §5.8 reference spectra: (p, s, k) -> [(eigenvalue, multiplicity as a function of d)]
+# Reference spectra (theory/simsek2025/equations.md): (p, s, k) -> [(eigenvalue, multiplicity as a function of d)]
 THEORY_58 = {
     (4, 2, 3): [(-4.0, lambda d: 1), (2.0, lambda d: d - 2)],
     (3, 4, 4): [(-1.5, lambda d: 3), (1.5, lambda d: d - 4)],
@@ -47,7 +47,7 @@ def expand(fp: FixedPoint) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------
-# THEORY §5.8 and the general orthogonal formula
+# Reference spectra and the general orthogonal formula
 # --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("p,s,k", sorted(THEORY_58))
 @pytest.mark.parametrize("d", [None, 9])
@@ -82,7 +82,7 @@ def test_orthogonal_general_formula(p, s):
 
 
 # --------------------------------------------------------------------------------------
-# Riemannian Hessian against finite differences along geodesics (THEORY §3 item 4)
+# Riemannian Hessian against finite differences along geodesics (theory/CONVENTIONS.md)
 # --------------------------------------------------------------------------------------
 def geodesic_second_derivative(loss, w, z, h=1e-2):
     """d^2/dt^2 loss(w cos(t|z|) + z/|z| sin(t|z|)) at t = 0, Richardson-extrapolated."""
@@ -176,7 +176,7 @@ def test_riemannian_gradient_is_velocity():
 # the search
 # --------------------------------------------------------------------------------------
 def expected_orthogonal_points(p, k):
-    """Complete list (THEORY §2.1): signed combinations (equal signs for odd p) + equator."""
+    """Complete list (theory/simsek2025/equations.md): signed combinations (equal signs for odd p) + equator."""
     pts = []
     for mask in range(1, 2 ** k):
         S = [j for j in range(k) if mask >> j & 1]
@@ -226,7 +226,7 @@ def test_random_search_alone_matches_seeded_search(spec):
 
 
 def test_biased_minimum_matches_ode_limit():
-    """THEORY §2.1: p=3, k=3, beta=0.2 < beta_c; the u-ODE from near v_3 converges to
+    """theory/simsek2025/equations.md: p=3, k=3, beta=0.2 < beta_c; the u-ODE from near v_3 converges to
     u ~ (0.29, 0.29, 0.99), which must be one of the minima found."""
     from scipy.integrate import solve_ivp
 
@@ -238,9 +238,9 @@ def test_biased_minimum_matches_ode_limit():
     u0 /= math.sqrt(u0 @ np.linalg.solve(G, u0))    # a unit w in span(V)
     sol = solve_ivp(lambda t, u: prob.velocity(u), (0, 200), u0, method="DOP853", rtol=1e-12, atol=1e-14)
     uT = sol.y[:, -1]
-    np.testing.assert_allclose(uT, [0.2907, 0.2907, 0.9924], atol=1e-4)   # THEORY's rounded value
+    np.testing.assert_allclose(uT, [0.2907, 0.2907, 0.9924], atol=1e-4)   # the rounded reference value
     assert min(np.linalg.norm(fp.u - uT) for fp in mins) < 1e-8
-    # a non-orthogonal v_j itself is not a fixed point (THEORY §2.1 caveat)
+    # a non-orthogonal v_j itself is not a fixed point (non-orthogonal caveat, theory/simsek2025/equations.md)
     with pytest.raises(ValueError, match="not a fixed point"):
         classify(prob, G[2])
 

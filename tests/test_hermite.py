@@ -105,7 +105,7 @@ def test_product_identity(m, n):
 
 
 def test_triple_product_reference():
-    # THEORY §1.1: E[He3^2 He2] = 36, E[He4^2 He2] = 192, E[He3 He4 He1] = 24
+    # theory/CONVENTIONS.md: E[He3^2 He2] = 36, E[He4^2 He2] = 192, E[He3 He4 He1] = 24
     def E(*ks):
         s = HermiteSeries(np.eye(ks[0] + 1)[ks[0]] * math.sqrt(math.factorial(ks[0])))
         for k in ks[1:]:

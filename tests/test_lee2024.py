@@ -1,7 +1,7 @@
 """theory/lee2024: the claims of arXiv 2406.01581 (batch reuse) and their building blocks.
 
 Default tests: the cheap claims run in quick mode and pass; the settings of the slope claims
-escape with reuse and stall online (mean path); the THEORY.md §5.14 correction is explained;
+escape with reuse and stall online (mean path); the correction of the quoted 0.0633 (theory/lee2024/equations.md) is explained;
 the random links have IE >= 3; the verdicts of the slope and stall rows on stand-in tables
 (a wrong law fails).  Slow: the simulation claims (reuse_slope, online_slope,
 phase2_test_error) in quick mode.
@@ -20,9 +20,9 @@ from popdyn.verify import Claim, ClaimResult
 lee = importlib.import_module("theory.lee2024")
 
 CLAIM_NAMES = ["generative_exponent", "drift_coefficients", "reuse_slope", "online_slope", "phase2_test_error"]
-#: THEORY.md §5.14 quotes 0.0633 (4 digits): half a unit of the last digit.
+#: The quoted 0.0633 has 4 digits: half a unit of the last digit.
 THEORY_ROUNDING = 5e-5
-#: The secant step that reproduces THEORY's 0.0633: D is odd-symmetric to O(m^3) with D_3 = -0.628,
+#: The secant step that reproduces the quoted 0.0633: D is odd-symmetric to O(m^3) with D_3 = -0.628,
 #: so the secant at h is D_1 + D_3 h^2; h = 0.03 gives 0.06329.
 SECANT_H = 0.03
 

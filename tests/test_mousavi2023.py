@@ -59,7 +59,7 @@ def test_stage_exponents(r1, r2, stage, e):
 
 
 def test_three_stage_slopes_from_exact_deff():
-    """The d_eff exponents of THEORY §2.3 from the closed form at huge d (where the corrections vanish)."""
+    """The d_eff exponents of theory/mousavi2023/equations.md from the closed form at huge d (where the corrections vanish)."""
     ds = np.logspace(20, 30, 3)
     for r2, e in ((0.05, 1.0), (0.3, 0.8), (0.6, 0.4)):
         de = [effective_dimension(int(d), d ** r2, d ** -0.2) for d in ds]
@@ -76,7 +76,7 @@ def test_three_stages_claim_quick_passes():
     rows = claim_three_stages(True, np.random.default_rng(0))
     assert len(rows) == 9 and all(r.passed for r in rows), [r.claim for r in rows if not r.passed]
     nor = [r for r in rows if "normalized" in r.claim and "stage 1" in r.claim][0]
-    # the THEORY d_eff law (slope 0.4) is clearly violated by the normalized flow in stage 1
+    # the d_eff law for the preconditioned flow (slope 0.4) is clearly violated by the normalized flow in stage 1
     assert float(nor.measured.split()[1].rstrip(";")) < 0.4 - 10 * SLOPE_TOL
     assert "three_stages" in [c.name for c in CLAIMS]
 

@@ -5,7 +5,7 @@ Independent routes:
 * Monte Carlo in d dimensions of the loss -E[sigma(w.x) f*(x)] and of the tangential
   gradient (fixed seeds, tolerance from the standard error);
 * the d-dimensional spherical gradient flow, integrated directly and projected with V,
-  against the closed u-ODE (THEORY.md §1.7, §5.13).
+  against the closed u-ODE (theory/simsek2025/equations.md).
 """
 
 import numpy as np
@@ -29,7 +29,7 @@ from popdyn.ode import integrate
 MC_SIGMAS = 4.0
 #: sympy (lambdified) vs numpy Horner evaluation of the same polynomial: rounding only.
 SYMBOLIC_TOL = 1e-12
-#: THEORY §5.13: d-dim flow projected with V vs the u-ODE, both at rtol 1e-11.
+#: d-dim flow projected with V vs the u-ODE, both at rtol 1e-11.
 CLOSURE_TOL = 1e-9
 CLOSURE_RTOL = 1e-11
 CLOSURE_ATOL = 1e-13
@@ -55,7 +55,7 @@ def test_loss_expr_monomial_exact():
 
 def test_loss_expr_relu_closed_form_coefficients():
     # c_0 = 1/sqrt(2 pi), c_1 = 1/2, c_2 = 1/(2 sqrt(pi)), c_3 = 0, c_4 = -1/sqrt(48 pi)
-    # (= -0.0814337519838, THEORY §5.1), so ell = -(1/(2 pi) + u/4 + u^2/(4 pi) + u^4/(48 pi)).
+    # (= -0.0814337519838, theory/CONVENTIONS.md), so ell = -(1/(2 pi) + u/4 + u^2/(4 pi) + u^4/(48 pi)).
     (u,) = u_symbols(1)
     with pytest.warns(UserWarning, match="truncation"):  # degree 4 is a coarse truncation
         prob = MultiIndexProblem("relu", "relu", np.eye(1), degree=4)
@@ -159,7 +159,7 @@ def test_tangential_gradient_monte_carlo(student, teacher, seed):
 
 
 # --------------------------------------------------------------------------------------
-# closure: d-dimensional spherical flow vs the u-ODE (1b, THEORY §5.13)
+# closure: d-dimensional spherical flow vs the u-ODE (1b, theory/simsek2025/equations.md)
 # --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("student, teacher, a_star, t_end", [
     ("he4", "he4", None, 6.0),

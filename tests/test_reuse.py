@@ -1,4 +1,4 @@
-"""Tests for popdyn.models.reuse (batch-reuse SGD, d -> infinity drift; THEORY.md §2.2, §5.14)."""
+"""Tests for popdyn.models.reuse (batch-reuse SGD, d -> infinity drift; theory/lee2024/equations.md)."""
 
 import math
 
@@ -17,7 +17,7 @@ from popdyn.models.reuse import (
 )
 from popdyn.models.single_index import SingleIndexProblem, escape_samples
 
-# THEORY.md §5.14 quotes 4 significant digits: half a unit in the last digit.
+# theory/lee2024/equations.md quotes 4 significant digits: half a unit in the last digit.
 THEORY_4DIGIT_TOL = 5e-6
 # ... and 3 significant digits for the log cosh numbers (+0.0633, -0.0986).
 THEORY_3DIGIT_TOL = 5e-5
@@ -82,7 +82,7 @@ def test_effective_exponent_needs_eta_for_numeric():
 
 
 # --------------------------------------------------------------------------------------
-# THEORY.md §5.14 reference numbers
+# theory/lee2024/equations.md reference numbers
 # --------------------------------------------------------------------------------------
 def test_theory_tanh_he3_reuse():
     p = ReuseProblem("tanh", "he3", reuse=2)
@@ -99,7 +99,7 @@ def test_theory_tanh_he3_fresh_steps():
 
 
 def test_theory_logcosh_he3_linear_coefficient():
-    """THEORY's +0.0633 is the secant D(m)/m at m = 0.03; the linear coefficient is 0.063850."""
+    """The quoted +0.0633 is the secant D(m)/m at m = 0.03; the linear coefficient is 0.063850."""
     p = ReuseProblem(LOGCOSH, "he3", reuse=2)
     lc = p.linear_coefficient(0.5)
     assert abs(lc["D0"]) < 1e-12                       # he3 target, even student: D(0) = 0
@@ -110,7 +110,7 @@ def test_theory_logcosh_he3_linear_coefficient():
     fd = float(np.diff(p.drift([-h, h], 0.5))[0]) / (2 * h)
     d3 = p.drift_coefficients(3, 0.5)[3]
     assert abs(fd - d3 * h * h - lc["D1"]) < 1e-8         # central difference error is D_3 h^2
-    assert abs(lc["D1"] - 0.0633) > 4e-4                  # ... and differs from THEORY's rounded secant
+    assert abs(lc["D1"] - 0.0633) > 4e-4                  # ... and differs from the quoted rounded secant
     f2 = 2 * ReuseProblem(LOGCOSH, "he3", reuse=1).linear_coefficient(0.5)["D1"]
     assert abs(f2 - (-0.0986)) < THEORY_3DIGIT_TOL
 
@@ -238,7 +238,7 @@ RATIONAL = {"he3": "poly:z**3-3*z", "he4": "poly:z**4-6*z**2+3", HE34: HE34, "po
 @pytest.mark.parametrize("target", ["he3", "he4", HE34, "poly:z**2"])
 def test_effective_exponent_is_generative_exponent(target):
     ge = generative_exponent(target).k
-    assert ge == {"he3": 1, "he4": 2, HE34: 1, "poly:z**2": 2}[target]     # THEORY §1.4 table
+    assert ge == {"he3": 1, "he4": 2, HE34: 1, "poly:z**2": 2}[target]     # theory/lee2024 table
     assert ReuseProblem(GENERIC_STUDENT, RATIONAL[target], reuse=2).effective_exponent() == ge
     online = ReuseProblem(GENERIC_STUDENT, RATIONAL[target], reuse=1)
     assert online.effective_exponent() == online.information_exponent
@@ -260,7 +260,7 @@ def test_label_transform_table_he3():
     tab = p.label_transform_table(5, eta_tilde=0.1)
     h1 = [r["E[y^j h1]"] for r in tab["rows"]]
     h2 = [r["E[y^j h2]"] for r in tab["rows"]]
-    # THEORY §1.4: IE(he3^j) = 3, 2, 1, 2, 1
+    # theory/lee2024/equations.md: IE(he3^j) = 3, 2, 1, 2, 1
     assert [abs(v) > 1e-12 for v in h1] == [False, False, True, False, True]
     assert [abs(v) > 1e-12 for v in h2] == [False, True, False, True, False]
     assert abs(h1[2] - 324 / 6 ** 1.5) < 1e-12        # E[h3^3 h1] = E[He3^3 He1] / 6^(3/2)
@@ -271,7 +271,7 @@ def test_label_transform_table_he3():
 
 @pytest.mark.parametrize("student,target", [(GENERIC_STUDENT, HE34), ("poly:z**2/2+z**3/3", "poly:z**3-3*z")])
 def test_label_series_exact_polynomial(student, target):
-    """The series of THEORY §2.2 (plus the 2 eta E[yt] E[sigma'] term) equals the exact D_2(0)."""
+    """The series of theory/lee2024/equations.md (plus the 2 eta E[yt] E[sigma'] term) equals the exact D_2(0)."""
     p = ReuseProblem(student, target, reuse=2)
     for eta in (0.03, 0.2):
         tab = p.label_transform_table(8, eta_tilde=eta)
@@ -385,7 +385,7 @@ def test_survey_small():
 
 
 def test_linear_coefficient_theory_expansion():
-    """THEORY §2.2: d_m D_R2(0) = 2 eta Phi''(0) + eta^2 [sqrt2 E[s's'' z] E[y^2 h2] - 2 E[y^2] E[s'^2]] + O(eta^3)."""
+    """theory/lee2024/equations.md: d_m D_R2(0) = 2 eta Phi''(0) + eta^2 [sqrt2 E[s's'' z] E[y^2 h2] - 2 E[y^2] E[s'^2]] + O(eta^3)."""
     import sympy
 
     student, target = "poly:z+z**2/2+z**3/6", "poly:z**4-6*z**2+3"

@@ -28,9 +28,9 @@ SAME_DRAW_ATOL = 1e-12
 ENGINE_SIGMAS = 3.0
 #: Monte Carlo vs closed form / quadrature, in standard errors (fixed seeds).
 MC_SIGMAS = 4.0
-#: THEORY.md §2.2 / §5.14: tanh student, normalised h3 target, eta_tilde = 0.5, r = 2.
+#: theory/lee2024/equations.md reference drift: tanh student, normalised h3 target, eta_tilde = 0.5, r = 2.
 THEORY_D_R2 = {0.0: -0.05564, 0.2: -0.09841}
-#: The THEORY values are quoted to 4-5 significant digits.
+#: The reference values are quoted to 4-5 significant digits.
 THEORY_ROUND = 5e-5
 #: Gauss-Hermite nodes per axis for the d->inf drift.  sigma'(z_k) composes tanh' with the
 #: polynomial label, so convergence is slow: measured 200 vs 300 nodes differ by < 2e-9 for

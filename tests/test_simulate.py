@@ -23,7 +23,7 @@ from popdyn.simulate import initial_state, make_stepper, simulate
 #: d-dimensional DOP853 (rtol 1e-10, atol 1e-12) vs u-ODE (rtol 1e-11): both errors are
 #: ~1e-10 over O(1) times; measured agreement ~1e-11, so 1e-8 leaves two decades.
 GF_ODE_TOL = 1e-8
-#: u-ODE reference tolerances (the brief: DOP853 rtol 1e-11).
+#: u-ODE reference tolerances (DOP853 rtol 1e-11).
 ODE_RTOL, ODE_ATOL = 1e-11, 1e-13
 #: Statistical tests: |estimate - prediction| <= Z_TOL standard errors.
 Z_TOL = 4.0
@@ -41,7 +41,7 @@ INIT_TOL = 1e-12
 
 
 def ode_u(prob, u0, times):
-    """Independent u-ODE: du/dt = G g(u) - u (u.g(u)) per neuron (THEORY.md §1.7)."""
+    """Independent u-ODE: du/dt = G g(u) - u (u.g(u)) per neuron (theory/simsek2025/equations.md)."""
     shape = np.shape(u0)
     sol = solve_ivp(lambda t, y: prob.velocity(y.reshape(shape)).ravel(), (0.0, float(times[-1])),
                     np.ravel(u0), method="DOP853", rtol=ODE_RTOL, atol=ODE_ATOL, t_eval=times)

@@ -1,6 +1,6 @@
 """Tests for popdyn.threshold: beta_c for equiangular index vectors (arXiv 2411.08798).
 
-Reference values (THEORY.md §5.6, §5.7, §2.1; sigma = sigma*):
+Reference values (theory/simsek2025/equations.md; sigma = sigma*):
     h_p, any k:                 beta_c = (p - 2)/(k + p - 2)
     h_3, k = 3, beta = 0.28:    lambda_par = 0.259600 (x2), lambda_perp = 3.374796
     h_3, k = 3, beta = 0.22:    lambda_par = -0.249415,     lambda_perp = 2.992984
@@ -28,7 +28,7 @@ MIXED_12 = {  # (student = teacher spec, k) -> beta_c to 12 digits
     ("hermite:0,0,0,1,2", 5): 0.261816378235,
     ("hermite:0,0,0.3,1", 3): 0.234898347605,
 }
-MIXED_5 = {  # 5-digit values from THEORY.md §2.1
+MIXED_5 = {  # 5-digit values from theory/simsek2025/equations.md
     ("hermite:0,0,0.3,1", 2): 0.31768,
     ("hermite:0,0,0.3,1", 5): 0.15318,
     ("hermite:0,0,0,1,0,0.5", 2): 0.42146,
@@ -37,7 +37,7 @@ MIXED_5 = {  # 5-digit values from THEORY.md §2.1
 }
 HESSIAN_REF = {0.28: (0.259600, 3.374796), 0.22: (-0.249415, 2.992984)}
 
-#: THEORY's references are printed to 12 (resp. 6, 5) digits: half a unit in the last place.
+#: The references are printed to 12 (resp. 6, 5) digits: half a unit in the last place.
 REF12_TOL = 5e-13
 REF6_TOL = 5e-7
 REF5_TOL = 5e-6
@@ -105,7 +105,7 @@ def fd_in_span_eigenvalue(prob, k, beta, h=1e-2):
 @pytest.mark.parametrize("spec,k,beta", [("he3", 3, 0.28), ("hermite:0,0,0,1,1", 3, 0.2),
                                          ("hermite:0,0,0.3,1", 4, 0.6), ("relu", 3, 0.5)])
 def test_lambda_par_formula_vs_fd_and_hessian(spec, k, beta):
-    """THEORY §2.1 formula lambda_par = k c phi'(c) - (1 - beta) phi''(c) (phi = THEORY's "g"):
+    """Formula lambda_par = k c phi'(c) - (1 - beta) phi''(c) of theory/simsek2025/equations.md (phi = its "g"):
     checked against the FD second derivative and the assembled Hessian."""
     prob = MultiIndexProblem(spec, spec, gram("equiangular", k, beta=beta))
     c = average_overlap(k, beta)
@@ -139,7 +139,7 @@ def test_mixed_reference_5_digits(key):
 @pytest.mark.parametrize("c", [0.25, 0.5, 1.0, 2.0, 5.0])
 @pytest.mark.parametrize("k", [2, 3, 5, 10])
 def test_mixture_bounded_by_single_degree_thresholds(c, k):
-    """THEORY §2.1: beta_c lies between the single-degree thresholds beta_3 and beta_4."""
+    """theory/simsek2025/equations.md: beta_c lies between the single-degree thresholds beta_3 and beta_4."""
     spec = f"hermite:0,0,0,1,{c}"
     b = threshold(spec, spec, k).beta_c
     assert 1 / (k + 1) < b < 2 / (k + 2)

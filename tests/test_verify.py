@@ -6,7 +6,7 @@
 * The cheap claims run in quick mode and pass; their predictions are recomputed here from
   the paper's closed forms.
 * ``coupon_probability`` (inclusion-exclusion) against an exact Markov-chain recursion
-  and THEORY.md §5.10.
+  and the reference values of theory/simsek2025/equations.md.
 * SLOW: the whole ``popdyn verify --quick --json`` run.
 """
 
@@ -27,7 +27,7 @@ verify_module = importlib.import_module("popdyn.verify")
 PAPER = "2411.08798"
 CLAIM_NAMES = ["directional_convergence", "beta_c", "coupon_collector", "escape_time_scaling"]
 
-#: THEORY.md §5.10 quotes the coupon probabilities to 6 decimals: half a unit of the last digit.
+#: theory/simsek2025/equations.md quotes the coupon probabilities to 6 decimals: half a unit of the last digit.
 THEORY_ROUNDING = 5e-7
 #: Inclusion-exclusion (alternating sum of k + 1 terms of size <= C(k, k/2)) vs an exact
 #: rational recursion: cancellation costs at most a few ulps times C(5, 2) = 10.
@@ -184,7 +184,7 @@ def test_list_papers_selection(monkeypatch):
 def test_claim_beta_c_quick():
     rows = simsek().claim_beta_c(True, np.random.default_rng(0))
     assert len(rows) == 4
-    # monomial h_p: beta_c = (p - 2)/(k + p - 2) (paper Thm; THEORY §2.1, §5.6), mixture from §5.7
+    # monomial h_p: beta_c = (p - 2)/(k + p - 2) (arXiv 2411.08798; theory/simsek2025/equations.md), mixture values from there too
     expected = {"beta_c (he3, k=3)": (3 - 2) / (3 + 3 - 2), "beta_c (he4, k=3)": (4 - 2) / (3 + 4 - 2),
                 "beta_c (he5, k=2)": (5 - 2) / (2 + 5 - 2),
                 "beta_c (hermite:0,0,0,1,1, k=3)": 0.333097973437}
@@ -205,7 +205,7 @@ def test_claim_escape_time_scaling_quick():
         assert r.passed, r
         assert r.predicted == p / 2 - 1  # time ~ d^{p/2 - 1}
         assert abs(r.measured - r.predicted) <= r.tolerance
-    # THEORY §5.9: p = 4, d = 100 takes t = 12.595 to reach u_1 = 1/2
+    # theory/simsek2025/equations.md: p = 4, d = 100 takes t = 12.595 to reach u_1 = 1/2
     assert "100: 12.59" in rows[1].details
 
 
@@ -249,7 +249,7 @@ def test_coupon_probability_against_markov_chain(k, n, q):
 
 
 def test_coupon_95_percent_at_k10_is_n51():
-    # THEORY §5.10: n for 95% success at k = 10 (even p) is 51
+    # theory/simsek2025/equations.md: n for 95% success at k = 10 (even p) is 51
     cp = simsek().coupon_probability
     assert cp(10, 51, 1.0) >= 0.95 > cp(10, 50, 1.0)
 

@@ -28,7 +28,7 @@ import pytest
 
 from popdyn.verify import claim_generator, load_claims
 
-#: Seeds of the slow test (the brief asks for at least 5).
+#: Seeds of the slow test (at least 5).
 SEEDS = tuple(range(5))
 
 

@@ -38,7 +38,7 @@ replica from one draw.  There is no random model quantity (``model`` stream unus
 
 References
 ----------
-A. Mousavi-Hosseini, D. Wu, T. Suzuki, M. A. Erdogdu, arXiv 2309.03843; THEORY.md §2.3.
+A. Mousavi-Hosseini, D. Wu, T. Suzuki, M. A. Erdogdu, arXiv 2309.03843; theory/mousavi2023/equations.md.
 """
 
 from __future__ import annotations

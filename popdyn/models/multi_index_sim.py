@@ -26,7 +26,7 @@ Algorithms
     ``(R, N, d)`` state, restarted at every recording time (so a resumed run is
     bit-identical to an uninterrupted one) and retracted to the sphere there (removes the
     ``O(rtol)`` norm drift).  It closes in ``u``: :math:`\dot u = G g(u) - u (u^\top g(u))`
-    (THEORY.md §1.7, §2.1).
+    (arXiv 2411.08798; theory/simsek2025/equations.md).
 ``"sgd"``
     Online spherical SGD.  Each step draws, for every replica, a fresh minibatch
     :math:`x_1..x_B` (shared by the ``N`` neurons of that replica, as in a real network),
@@ -41,7 +41,8 @@ Algorithms
     Time ``t = eta * steps``.  To second order in :math:`\eta` the mean increment is
     :math:`E[\Delta u] = \eta\,(G g - u\,u^\top g) - \tfrac{\eta^2}{2} E\|\hat g\|^2 u`,
     with :math:`E\|\hat g\|^2 = (d-1)\,C/B + O(1)` and
-    :math:`C = E[y^2\sigma'(w\cdot x)^2]` (THEORY.md §1.6).
+    :math:`C = E[y^2\sigma'(w\cdot x)^2]` (theory/bagj2021/equations.md, "Mean increment of
+    spherical online SGD").
 ``"gd"``
     The same update on a fixed dataset of ``n_samples`` points per replica: full batch
     when ``batch`` is ``None`` or ``>= n``; otherwise, each epoch draws an independent

@@ -5,12 +5,13 @@ gradient steps on the *same* minibatch learns any polynomial single-index target
 :math:`n \simeq d\,\mathrm{polylog}\,d` samples: the second step sees the first step's
 change of the pre-activation, which brings powers of the label :math:`y^j` (label
 transforms) into the gradient, so the effective exponent drops from the information
-exponent ``p`` to the generative exponent :math:`p^* \le 2` (THEORY.md §1.4, §2.2).
+exponent ``p`` to the generative exponent :math:`p^* \le 2` (arXiv 2406.01581, abstract;
+theory/lee2024/equations.md, "Label transforms and the generative exponent").
 This module is the :math:`d\to\infty` mean-path theory of that mechanism for one
 neuron (Phase I of the paper, correlation loss).
 
-Model (contract ``briefs/reuse_contract.md``; THEORY.md §2.2 reconstruction)
------------------------------------------------------------------------------
+Model (reconstruction of arXiv 2406.01581; theory/lee2024/equations.md)
+-----------------------------------------------------------------------
 Data :math:`x\sim N(0, I_d)`, label :math:`y = a^*\sigma^*(\theta\cdot x)`, student
 :math:`\sigma(w\cdot x)` with :math:`\|w\| = 1`, alignment :math:`m = w\cdot\theta`.
 One *iteration* draws a fresh minibatch of ``B`` samples and takes ``r = reuse``
@@ -29,9 +30,9 @@ The step scale per sample is :math:`\tilde\eta = \eta d/B`.
 *Where we had to choose.*  The paper's Algorithm 1 (its exact step/interpolation
 schedule, projected vs spherical steps, the per-neuron randomised polynomial
 activations and the layer-wise squared loss with small fixed second layer) was not
-available to us.  The schedule above is the reconstruction of THEORY.md §2.2: spherical
-steps, the interpolation :math:`w \leftarrow (1-\xi)w_{\rm old} + \xi w_{\rm new}` of
-the seed summary, and the squared loss with a small fixed second-layer weight
+available to us.  The schedule above is our reconstruction (theory/lee2024/equations.md,
+"Reconstruction of the algorithm"): spherical steps, the interpolation
+:math:`w \leftarrow (1-\xi)w_{\rm old} + \xi w_{\rm new}` mentioned in a summary of the paper, and the squared loss with a small fixed second-layer weight
 :math:`a_j` modelled as the correlation loss of :math:`\mathrm{sign}(a_j)\sigma`.
 
 The :math:`d\to\infty` drift per sample (derivation)
@@ -80,7 +81,8 @@ Since :math:`t - m z_k = (t - m z_0) - m(z_k - z_0)` and, given :math:`z_0`,
 ``P`` is the **signal** (it only sees :math:`t` through its Hermite components of degree
 :math:`\ge 1`); ``Q`` collects the normalisation contraction and the within-batch
 self-interaction (for ``r = 2``: :math:`\tilde\eta^2 E[y^2]E[\sigma'^2]` at ``m = 0``,
-the second half of THEORY's :math:`-2E[y^2]E[\sigma'^2]`).  By Mehler's formula
+the second half of the :math:`-2E[y^2]E[\sigma'^2]` in the sign condition of
+theory/lee2024/equations.md).  By Mehler's formula
 :math:`E_m[F(z, t)] = \sum_j m^j E[F\,h_j(z)h_j(t)]` with :math:`z, t` *independent*,
 and :math:`E[\partial_t g\,h_j(t)] = \sqrt{j+1}E[g\,h_{j+1}(t)]`, the power coefficients are
 
@@ -91,7 +93,7 @@ and :math:`E[\partial_t g\,h_j(t)] = \sqrt{j+1}E[g\,h_{j+1}(t)]`, the power coef
 
 The **effective exponent** is ``1 +`` the first ``j`` with :math:`P_j \ne 0`.  For
 ``r = 1``, :math:`P = \tilde\eta\Phi'`, so it is the information exponent of the pair.
-(The split :math:`D = A - mB` with :math:`A = E_m[G_p t]` suggested in the brief gives
+(The split :math:`D = A - mB` with :math:`A = E_m[G_p t]` that one might try first gives
 the same ``D`` but puts label-mean pieces such as :math:`E[y]E[\sigma'']m` and
 :math:`E[y^2]E[z\sigma'\sigma'']m` into ``A``; they carry no information about
 :math:`\theta` and cancel against :math:`mB`, so ``A`` would report exponent 2 for any
@@ -104,8 +106,8 @@ At ``m = 0`` and ``r = 2`` (``xi = 1``), Taylor expanding :math:`\sigma'(z_1)` g
     D_2(0) = 2\tilde\eta\,E[yt]\,E[\sigma'] + \sum_{r'\ge 1}\frac{\tilde\eta^{r'+1}}{r'!}\,
              E[y^{r'+1}t]\,E[\sigma'^{r'}\sigma^{(r'+1)}]
 
-(finite for a polynomial student, asymptotic otherwise); THEORY.md §2.2 writes only the
-sum, i.e. assumes :math:`E[yt] = 0` (information exponent ``>= 2``).
+(finite for a polynomial student, asymptotic otherwise); the first term vanishes when
+:math:`E[yt] = 0` (information exponent ``>= 2``).
 
 Computing the expectations
 --------------------------
@@ -130,7 +132,7 @@ Computing the expectations
   :mod:`popdyn.models.single_index`, accuracy ``NUMERIC_TOL``).
 
 *Validity.*  Unbounded polynomial students make the :math:`d\to\infty` limit converge
-very slowly (the step :math:`\tilde\eta y\sigma'(z)` is heavy-tailed; THEORY.md §2.2):
+very slowly (the step :math:`\tilde\eta y\sigma'(z)` is heavy-tailed; theory/lee2024/equations.md):
 use bounded :math:`\sigma'` for quantitative comparisons with finite-``d`` simulation.
 Fluctuations (diffusion) are not modelled: this is the mean path.
 
@@ -140,7 +142,7 @@ J. D. Lee, K. Oko, T. Suzuki, D. Wu, "Neural network learns low-dimensional poly
 with SGD near the information-theoretic limit", arXiv 2406.01581 (2024).
 A. Damian, L. Pillaud-Vivien, J. D. Lee, J. Bruna, "Computational-statistical gaps in
 Gaussian single-index models", arXiv 2403.05529 (generative exponent).
-THEORY.md §1.4, §2.2, §5.14.
+theory/lee2024/equations.md (derivations and reference drift values).
 
 Examples
 --------
@@ -218,7 +220,8 @@ MAX_EXPONENT_ORDER = 8
 ODE_TIME_UNITS = ("t = eta * steps", "samples / d")
 _TIME_ALIASES = {"eta*steps": "t = eta * steps", "t=eta*steps": "t = eta * steps",
                  "samples/d": "samples / d", "tau": "samples / d"}
-#: The unnormalised :math:`He_3 + He_4` (THEORY.md §1.4 caution; as in tests/test_exponents.py).
+#: The unnormalised :math:`He_3 + He_4` (theory/lee2024/equations.md, "Caution: unnormalised
+#: polynomials"; as in tests/test_exponents.py).
 HE34 = "poly:z**3-3*z+z**4-6*z**2+3"
 
 
@@ -662,7 +665,7 @@ class ReuseProblem(AlignmentODE):
         Examples
         --------
         >>> p = ReuseProblem("tanh", "he3")
-        >>> round(float(p.drift(0.0, 0.5)), 5), round(float(p.drift(0.2, 0.5)), 5)   # THEORY §5.14
+        >>> round(float(p.drift(0.0, 0.5)), 5), round(float(p.drift(0.2, 0.5)), 5)   # theory/lee2024 reference values
         (-0.05564, -0.09841)
         """
         eta = _check_eta(eta_tilde)
@@ -763,7 +766,7 @@ class ReuseProblem(AlignmentODE):
         Examples
         --------
         >>> c = ReuseProblem("tanh", "he3", reuse=1).drift_coefficients(1, 0.5)
-        >>> round(float(c[1]), 5)                      # THEORY §5.14: -eta^2 E[y^2] E[sech^4] / 2
+        >>> round(float(c[1]), 5)                      # -eta^2 E[y^2] E[sech^4] / 2 (theory/lee2024)
         -0.05805
         """
         return self._coefficients(order, eta_tilde, method)[2]
@@ -833,13 +836,13 @@ class ReuseProblem(AlignmentODE):
         return int(nz[0]) + 1 if nz.size else None
 
     def linear_coefficient(self, eta_tilde) -> dict:
-        r"""The sign condition of THEORY.md §2.2 at ``m = 0``.
+        r"""The sign condition at ``m = 0`` (theory/lee2024/equations.md).
 
         Returns ``{"D0", "D1", "signal", "contraction"}``: :math:`D_r(0)`, the linear
         coefficient :math:`D_1 = P_1 - Q_0` and its two parts, the signal :math:`P_1` (the
         :math:`h_2(t)` components of the label transforms) and :math:`Q_0` (normalisation
         contraction + within-batch self-interaction).  For ``r = 2``, ``xi = 1``, to
-        second order in :math:`\tilde\eta` (THEORY.md §2.2; checked exactly in the tests)
+        second order in :math:`\tilde\eta` (theory/lee2024/equations.md; checked exactly in the tests)
 
         .. math::
 
@@ -853,14 +856,14 @@ class ReuseProblem(AlignmentODE):
         Examples
         --------
         >>> lc = ReuseProblem(tanh_logcosh(0, 1), "he3").linear_coefficient(0.5)
-        >>> round(lc["D1"], 5)       # THEORY §5.14 quotes +0.0633: the secant D(0.03)/0.03
+        >>> round(lc["D1"], 5)       # not +0.0633: that is the secant D(0.03)/0.03
         0.06385
         """
         P, Q, D = self._coefficients(1, eta_tilde, "auto")
         return {"D0": float(D[0]), "D1": float(D[1]), "signal": float(P[1]), "contraction": float(Q[0])}
 
     def label_transform_table(self, max_power: int = 6, eta_tilde=None) -> dict:
-        r"""Label powers :math:`y^j` and the series for :math:`D_2(0)` (THEORY.md §2.2).
+        r"""Label powers :math:`y^j` and the series for :math:`D_2(0)` (theory/lee2024/equations.md).
 
         Returns a dict with
 
@@ -1212,7 +1215,7 @@ def student_survey(targets=("he3", "he4", HE34), students=None, eta_grid=(0.01, 
     For each target, student and :math:`\tilde\eta`, compares :math:`D_{\rm reuse}` with the
     online drift :math:`D_1` at the same :math:`\tilde\eta` on the path
     :math:`0 < |m| \le m_{\rm target}`: :math:`D(0)`, the linear coefficient :math:`D_1`
-    (the sign condition of THEORY.md §2.2), and whether the drift keeps one sign from the
+    (the sign condition of theory/lee2024/equations.md), and whether the drift keeps one sign from the
     equator to ``m_target`` on the side it points to (``escapes``; checked on ``points``
     points per side, drift accuracy ``SURVEY_TOL``).
 
@@ -1223,7 +1226,7 @@ def student_survey(targets=("he3", "he4", HE34), students=None, eta_grid=(0.01, 
     students : dict name -> activation spec, optional
         Default tanh, sigmoid, softplus, :math:`\pm\log\cosh` and
         :math:`\tanh \pm 0.5\log\cosh` (no parity).  :math:`-\log\cosh` is the
-        student with a negative second-layer sign (contract): the :math:`\tilde\eta^2`
+        student with a negative second-layer sign: the :math:`\tilde\eta^2`
         terms are even in :math:`\sigma`, the online drift :math:`\tilde\eta\Phi'` odd.
     eta_grid : sequence of float
         Step scales :math:`\tilde\eta` to try.

@@ -13,7 +13,7 @@ Setting: :math:`\sigma = \sigma^* = h_p` (information exponent ``p``), correlati
 one fresh sample per step (``B = 1``), start at :math:`m_0 = d^{-1/2}` (the typical overlap
 of a random start), target :math:`m = 1/2` (weak recovery; :math:`|m|` for even ``p``,
 where :math:`w \to -w` is an exact symmetry).  Steps: :math:`\eta = \eta_0 d^{-p/2}` for
-``p >= 3`` (BAGJ's regime, THEORY.md §1.6), :math:`\eta = \delta/d` for ``p <= 2``.
+``p >= 3`` (BAGJ's regime, ``equations.md``), :math:`\eta = \delta/d` for ``p <= 2``.
 
 Claims
 ------
@@ -32,7 +32,7 @@ Claims
     is well below half of it: a slope of another law fails.  The table in ``details``
     gives medians and ODE counts.
 ``mean_field_h3``
-    THEORY.md §5.18: for ``p = 3``, :math:`\eta = 0.5 d^{-3/2}`, the ODE predicts 783, 3008,
+    Reference escape times (``equations.md``): for ``p = 3``, :math:`\eta = 0.5 d^{-3/2}`, the ODE predicts 783, 3008,
     11954, 48042 steps to :math:`m = 1/2` at ``d = 32, 64, 128, 256``; the SGD median is
     within a factor 2 of it (BAGJ-regime fluctuations are O(1) relative, so the median and
     the mean path differ by an O(1) factor) and median/d² stays O(1).
@@ -76,11 +76,11 @@ N_BOOTSTRAP = 300
 SLOPE_SE_FACTOR = 3.0
 #: Target level (weak recovery); the start is m0 = d^{-1/2}.
 M_TARGET = 0.5
-#: THEORY.md §5.18 reference: mean-field ODE steps to m = 1/2, eta = 0.5 d^{-3/2}, m0 = d^{-1/2}.
+#: equations.md reference: mean-field ODE steps to m = 1/2, eta = 0.5 d^{-3/2}, m0 = d^{-1/2}.
 REFERENCE_H3 = {32: 783, 64: 3008, 128: 11954, 256: 48042}
 #: The reference values are rounded to integers.
 REFERENCE_TOL = 0.5
-#: THEORY.md §5.18: "the SGD median over >= 48 runs is within a factor 2" of the ODE.
+#: equations.md: the SGD median over >= 48 runs is within a factor 2 of the ODE.
 MEDIAN_FACTOR = 2.0
 
 

@@ -3,11 +3,12 @@ with SGD near the information-theoretic limit" (NeurIPS 2024).
 
 The paper's claims as checks (``popdyn verify 2406.01581``), on the reconstructed model of
 :mod:`popdyn.models.reuse` (the :math:`d\to\infty` drift :math:`D_r(m)` of spherical SGD
-that reuses each minibatch ``r`` times, THEORY.md §2.2) and the finite-``d`` simulators of
+that reuses each minibatch ``r`` times) and the finite-``d`` simulators of
 :mod:`popdyn.models.reuse_sim`.  ``equations.md`` maps statements to code.  Each row
 compares a prediction with a measurement by a different route.
 
-What we had to choose (the paper's Algorithm 1 was not available; THEORY.md §2.2, §4): one
+What we had to choose (the paper's Algorithm 1 was not available; ``equations.md``,
+"Reconstruction of the algorithm"): one
 iteration takes ``r = 2`` normalised spherical steps of the correlation loss on the same
 fresh sample, then interpolates :math:`w \leftarrow (1-\xi)w_{\rm old} + \xi w_{\rm new}`
 and normalises; the per-sample step is :math:`\tilde\eta = \eta d/B`.  The sign of the
@@ -17,14 +18,14 @@ Claims
 ------
 ``generative_exponent``
     Every polynomial link has generative exponent :math:`\le 2`, equal to 1 unless the link
-    is even (THEORY.md §1.4; :func:`popdyn.exponents.generative_exponent`, exact preimage
+    is even (arXiv 2406.01581, abstract; :func:`popdyn.exponents.generative_exponent`, exact preimage
     route), for named links and random Hermite combinations of degree 3–6 with
     information exponent :math:`\ge 3` (fixed seed) and their even parts.  Second row: the
     *effective exponent* of the drift (:meth:`ReuseProblem.effective_exponent`, exact
     sympy, ``sigma = sigma*``) equals the information exponent for ``reuse = 1`` and the
     generative exponent for ``reuse = 2``: batch reuse implements the label transforms.
 ``drift_coefficients``
-    THEORY.md §5.14 numbers from the exact drift (tanh/he3 and log cosh/he3,
+    The reference drift values of ``equations.md`` from the exact drift (tanh/he3 and log cosh/he3,
     :math:`\tilde\eta = 0.5`), and a Monte Carlo of one iteration of the exact finite-``d``
     engine at ``d = 20000`` against :math:`D_r(m)` within ``MC_SE_FACTOR`` standard errors.
 ``reuse_slope``
@@ -175,14 +176,14 @@ def claim_generative_exponent(quick: bool, rng):
 # ---------------------------------------------------------------------------------------------
 # claim 2: drift numbers and one-iteration Monte Carlo
 # ---------------------------------------------------------------------------------------------
-#: THEORY.md §2.2 / §5.14 at eta_tilde = 0.5: (student, quantity) -> (value, half a unit of its last digit).
+#: Reference drift values (equations.md) at eta_tilde = 0.5: (student, quantity) -> (value, half a unit of its last digit).
 #: D_F2(0) = 2 D_1(0) is exactly 0 (E[He3(t) t] = 0): its allowance 1e-10 bounds the cancellation
 #: residual of the Mehler sums (observed 8e-17), with room for any summation order or BLAS kernel.
 REFERENCE_DRIFT = {
     ("tanh", "D_R2(0)"): (-0.05564, 5e-6), ("tanh", "D_R2(0.2)"): (-0.09841, 5e-6), ("tanh", "D_F2(0)"): (0.0, 1e-10),
     ("tanh", "D_F2 linear"): (-0.11610, 5e-6), ("logcosh", "D_F2 linear"): (-0.0986, 5e-5),
 }
-#: THEORY.md §5.14 gives +0.0633 for the log cosh / he3 linear coefficient with reuse.  The
+#: A value +0.0633 circulated for the log cosh / he3 linear coefficient with reuse.  The
 #: exact coefficient is 0.063850 (reuse.py's Mehler coefficients, and the direct quadrature
 #: below with a central difference of step 1e-3); 0.0633 is the secant (D(h) - D(-h))/2h at
 #: h ~ 0.03 (the cubic coefficient is -0.628).  This row is checked against the direct route.
@@ -196,10 +197,10 @@ DIRECT_POINTS = 1201
 DIRECT_H = 1e-3
 #: |reuse.py - direct route| allowed: the central difference (6e-7) plus the quadratures (< 1e-9).
 DIRECT_TOL = 2e-6
-#: Step scale of the THEORY.md references.
+#: Step scale of the reference drift values.
 REFERENCE_ETA = 0.5
 #: Dimension of the Monte Carlo of one iteration (the d -> inf corrections are O(d^-1/2) ~ 0.007
-#: relative; THEORY.md §2.2 found agreement within ~2 SE at this d with 4e6 samples).
+#: relative; an earlier check found agreement within ~2 SE at this d with 4e6 samples).
 MC_DIMENSION = 20000
 #: Monte Carlo samples (one iteration each) per (recipe, m): quick, full.
 MC_SAMPLES = (1_000_000, 4_000_000)
@@ -234,7 +235,7 @@ def direct_drift(dstudent, m: float, eta_tilde: float, reuse: int, teacher=None)
 
 
 def drift_reference_table(eta_tilde: float = REFERENCE_ETA) -> list:
-    """THEORY.md §5.14 quantities: reuse.py (``value``), the direct quadrature (``direct``) and THEORY (``reference``).
+    """Reference drift quantities: reuse.py (``value``), the direct quadrature (``direct``) and the quoted value (``reference``).
 
     R2 = reuse 2; F2 = two fresh online steps = 2 D_1.
     """
@@ -293,11 +294,11 @@ def claim_drift_coefficients(quick: bool, rng):
         direct_ok = abs(row["value"] - row["direct"]) <= DIRECT_TOL
         if row["reference"] is not None:
             ok = direct_ok and abs(row["value"] - row["reference"]) <= row["tolerance"]
-            pred, tol = row["reference"], f"+-{row['tolerance']:g} (THEORY rounding); direct +-{DIRECT_TOL:g}"
+            pred, tol = row["reference"], f"+-{row['tolerance']:g} (reference rounding, theory/lee2024/equations.md); direct +-{DIRECT_TOL:g}"
             note = ""
         else:
             ok, pred, tol = direct_ok, round(row["direct"], 6), f"+-{DIRECT_TOL:g} (direct quadrature)"
-            note = (f" THEORY.md §5.14 says {row['theory_wrong']}: that is a secant over m = +-0.03, not the "
+            note = (f" The value {row['theory_wrong']} quoted earlier is a secant over m = +-0.03, not the "
                     "linear coefficient (see THEORY_CORRECTION).")
         out.append(ClaimResult(
             PAPER, f"drift_coefficients ({row['student']}/he3, {row['quantity']})", predicted=pred,
@@ -324,11 +325,11 @@ def claim_drift_coefficients(quick: bool, rng):
 # claims 3-4: sample complexity of weak recovery
 # ---------------------------------------------------------------------------------------------
 #: Target -> (student, eta_tilde, interpolation xi, batch).  Bounded-derivative students
-#: (THEORY.md §2.2: unbounded polynomial students converge too slowly to d -> inf), chosen
+#: (equations.md: unbounded polynomial students converge too slowly to d -> inf), chosen
 #: so that the d -> inf drift carries |m| from 0 to 1/2 with reuse and stalls online at the
 #: same eta_tilde (checked in tests/test_lee2024.py):
 #:
-#: * He3: tanh at eta_tilde = 0.5 (THEORY.md §5.14; D_2(0) = -0.0556: escape to m < 0).
+#: * He3: tanh at eta_tilde = 0.5 (equations.md; D_2(0) = -0.0556: escape to m < 0).
 #: * He4 (even, GE 2): -log cosh (the sign of the second-layer weight; log cosh itself has
 #:   a negative m^3 online term that stops the path below 1/2), eta_tilde = 0.2: the equator
 #:   repels, D_1 = +0.069.
@@ -457,7 +458,7 @@ def claim_reuse_slope(quick: bool, rng):
 
 
 #: IE p -> (eta0 of eta_tilde = eta0 d^(1 - p/2), quick dims, full dims); sigma = sigma* = h_p,
-#: start m0 = d^-1/2 (THEORY.md §1.6; eta0 = 0.25 for p = 4 as in theory/bagj2021).
+#: start m0 = d^-1/2 (theory/bagj2021/equations.md; eta0 = 0.25 for p = 4 as in theory/bagj2021).
 ONLINE_SETTINGS = {3: (0.5, (16, 32, 64), (16, 32, 64, 128)), 4: (0.25, (12, 16, 24), (12, 16, 24, 32, 48))}
 #: Replicas (quick, full).  The quick grid spans only a factor 2 in d for IE 4, so its slope
 #: needs 400 replicas to be stable across seeds (100 gave 2.5..3.65 over seeds, SE 0.3-0.4;
@@ -650,7 +651,7 @@ CLAIMS = [
           "polynomial links have generative exponent <= 2 (1 unless even), and batch reuse lowers the effective "
           "exponent of SGD from the information exponent to it", claim_generative_exponent),
     Claim(PAPER, "drift_coefficients",
-          "reusing a minibatch adds label-power terms to the drift (THEORY §5.14 numbers; finite-d Monte Carlo)",
+          "reusing a minibatch adds label-power terms to the drift (reference numbers in theory/lee2024/equations.md; finite-d Monte Carlo)",
           claim_drift_coefficients),
     Claim(PAPER, "reuse_slope", "SGD with batch reuse reaches weak recovery with n = d polylog d samples",
           claim_reuse_slope),

@@ -2,7 +2,8 @@ r"""arXiv 2309.03843 — Mousavi-Hosseini, Wu, Suzuki, Erdogdu, "Gradient-Based 
 Learning under Structured Data" (NeurIPS 2023).
 
 The paper's claims as checks (``popdyn verify 2309.03843``), on the reconstructed model
-of :mod:`popdyn.models.spiked` (THEORY.md §2.3; ``equations.md`` maps equations to code).
+of :mod:`popdyn.models.spiked` (``equations.md`` maps equations to code and writes out the
+reconstruction and its derived facts).
 Each row compares a prediction with a measurement by a different route.
 
 Claims
@@ -19,7 +20,7 @@ Claims
     within 10 % for :math:`\kappa/d \le 0.05` (Monte Carlo, d = 4000).
 ``kappa_critical``
     The escape threshold of the spherical flow from :math:`d^{-1/2}` (bisection on the ODE)
-    is 165.5, 679.8, 2994.8 for d = 1e3, 1e4, 1e5 (THEORY §5.16).
+    is 165.5, 679.8, 2994.8 for d = 1e3, 1e4, 1e5 (reference values in ``equations.md``).
 ``preconditioning``
     With :math:`\|\Sigma^{1/2}w_0\| = 1`, the preconditioned flow's time to
     :math:`m_\Sigma = 1/2` from :math:`m_\Sigma(w_0) = m_0` (one common :math:`m_0`) equals the isotropic
@@ -29,15 +30,15 @@ Claims
     :math:`m_0` (with :math:`\|w_0\| = 1`) does depend on :math:`\kappa` (shown in details).
 ``escape_time``
     The preconditioned flow's escape time from the typical start follows
-    :math:`d_{\rm eff}^{(s-2)/2}/(s(s-2)|c_s\alpha_s|)` (THEORY §2.3).
+    :math:`d_{\rm eff}^{(s-2)/2}/(s(s-2)|c_s\alpha_s|)` (``equations.md``).
 ``three_stages``
-    The three sample-complexity stages of THEORY §2.3 as :math:`\kappa = d^{r_2}` grows at
+    The three sample-complexity stages (``equations.md``, "Initial overlap") as :math:`\kappa = d^{r_2}` grows at
     fixed alignment :math:`\cos\alpha = d^{-r_1}` (ReLU neuron, target :math:`-h_4`, so
     :math:`s = 4`).  Per stage (:math:`r_2 < r_1`; :math:`r_1 < r_2 < 2r_1`;
     :math:`r_2 > 2r_1`) the log–log slope in :math:`d` (:math:`10^4..10^{10}`; the ODE is
     d-free except through the start) of (i) :math:`d_{\rm eff}` against
     :math:`e = 1,\ 1-2(r_2-r_1),\ 1-r_2`; (ii) the preconditioned flow's escape time from
-    :math:`m_0 = d_{\rm eff}^{-1/2}` (:math:`\|\Sigma^{1/2}w_0\| = 1`) against THEORY's
+    :math:`m_0 = d_{\rm eff}^{-1/2}` (:math:`\|\Sigma^{1/2}w_0\| = 1`) against the
     law :math:`T \propto d_{\rm eff}^{(s-2)/2}`, i.e. :math:`(s-2)e/2`; (iii) the
     **normalized** flow's escape time (:math:`\|w_0\| = 1`) from the same :math:`m_0`,
     which does **not** follow that law.  From the overlap ODE,
@@ -76,11 +77,11 @@ PAPER = "2309.03843"
 
 __all__ = ["CLAIMS", "isotropic_escape_time", "stage_exponents", "three_stage_points"]
 
-#: THEORY §2.3: the 1/d_eff approximation is within ~10 % for kappa/d <= 0.05.
+#: equations.md: the 1/d_eff approximation is within ~10 % for kappa/d <= 0.05.
 DEFF_RTOL = 0.10
 #: Standard errors of the Monte Carlo mean allowed on top of DEFF_RTOL.
 MC_SIGMAS = 4.0
-#: THEORY §5.16 quotes kappa_crit to one decimal; the bisection is run to rtol 1e-5.
+#: equations.md quotes kappa_crit to one decimal; the bisection is run to rtol 1e-5.
 KAPPA_ATOL = 0.15
 #: ODE (rtol 1e-10) vs quadrature of the scalar escape integral.
 TIME_RTOL = 1e-6
@@ -88,7 +89,7 @@ TIME_RTOL = 1e-6
 PRECOND_M0 = 0.05
 #: Final cosine counted as "recovered".
 RECOVERED = 0.99
-#: THEORY §2.3: the spherical flow's biased limit for s = 4 is cos ~ 0.17.
+#: equations.md: the spherical flow's biased limit for s = 4 is cos ~ 0.17.
 BIASED_COS = (0.12, 0.25)
 
 STUDENT, TEACHER, A_STAR = "relu", "he4", -1.0   # c_4(relu) < 0, so -h_4 gives c_4 alpha_4 > 0
@@ -225,7 +226,7 @@ ESCAPE_RTOL = 0.01
 
 
 def claim_escape_time(quick: bool, rng):
-    """The effective dimension predicts the escape time (THEORY §2.3): in whitened coordinates,
+    """The effective dimension predicts the escape time (equations.md): in whitened coordinates,
     from the typical start m0 = d_eff^{-1/2}, the preconditioned flow reaches m = 1/2 at
     T ~ d_eff^{(s-2)/2} / (s (s-2) |c_s alpha_s|) (ReLU neuron, s = 4 target)."""
     import math
@@ -272,7 +273,7 @@ def stage_exponents(r1: float, r2: float, s: int) -> dict:
 
     Returns ``{"stage", "d_eff", "pre", "nor"}``: the stage (1: :math:`r_2 > 2r_1`, 2:
     :math:`r_1 < r_2 < 2r_1`, 3: :math:`r_2 < r_1`), the exponent ``e`` of :math:`d_{\rm eff}`
-    (THEORY §2.3), of the preconditioned escape time :math:`(s-2)e/2` and of the normalized
+    (``equations.md``), of the preconditioned escape time :math:`(s-2)e/2` and of the normalized
     one :math:`se/2 - 1` (claim ``three_stages``; valid for ``0 <= r2 < 1``, ``s >= 3``).
 
     >>> stage_exponents(0.2, 0.6, 4)
@@ -334,7 +335,7 @@ def claim_three_stages(quick: bool, rng):
                 details=f"log-log slope of d_eff(d^r2, d^-r1); {rng_d}"))
             rows.append(ClaimResult(
                 PAPER, f"three_stages preconditioned time ({tag})",
-                predicted=f"slope {pred['pre']:g} = (s-2)/2 * {pred['d_eff']:g} (THEORY d_eff law)",
+                predicted=f"slope {pred['pre']:g} = (s-2)/2 * {pred['d_eff']:g} (the d_eff law, theory/mousavi2023/equations.md)",
                 measured=f"slope {meas['pre']:.4f}; T/T_iso(m0) = {ratio['pre']:.4f} at d = 1e10",
                 tolerance=f"slope {SLOPE_TOL}, prefactor {PREFACTOR_RTOL:.0%}",
                 passed=abs(meas["pre"] - pred["pre"]) <= SLOPE_TOL and abs(ratio["pre"] - 1) <= PREFACTOR_RTOL,
@@ -346,7 +347,7 @@ def claim_three_stages(quick: bool, rng):
                 measured=f"slope {meas['nor']:.4f}; T/(T_iso(m0)/A) = {ratio['nor']:.4f} at d = 1e10",
                 tolerance=f"slope {SLOPE_TOL}, prefactor {PREFACTOR_RTOL:.0%}",
                 passed=abs(meas["nor"] - pred["nor"]) <= SLOPE_TOL and abs(ratio["nor"] - 1) <= PREFACTOR_RTOL,
-                details=(f"||w0|| = 1; the THEORY d_eff law would give slope {pred['pre']:g} "
+                details=(f"||w0|| = 1; the d_eff law would give slope {pred['pre']:g} "
                          f"(off by {meas['nor'] - pred['pre']:+.3f}); "
                          f"T = {pts['nor'][0]:.4g} .. {pts['nor'][-1]:.4g}")))
     return rows

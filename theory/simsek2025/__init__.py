@@ -17,7 +17,7 @@ Claims
 ``beta_c``
     Equiangular ``G``: the average point is a saddle below
     :math:`\beta_c = (p-2)/(k+p-2)` (:math:`h_p`) and a minimum above; in general the
-    root of :math:`F(\beta)` (THEORY.md §2.1).  Measured independently by the numeric
+    root of :math:`F(\beta)` (``equations.md``, "Equiangular index vectors").  Measured independently by the numeric
     Hessian route and by the u-ODE started near the average point.
 ``coupon_collector``
     ``n`` neurons with uniform initialisation find all ``k`` directions with
@@ -46,7 +46,7 @@ __all__ = ["CLAIMS", "coupon_probability", "predicted_direction"]
 #: Standard errors allowed for a Monte Carlo frequency against its predicted probability.
 MC_SIGMAS = 4.0
 #: Log–log slope tolerance: the finite-d escape times carry O(d^{-1/2}) corrections
-#: (THEORY §2.1 table: local slopes 0.53 -> 0.51 for p = 3 over d = 100..6400).
+#: (equations.md search-time values: local slopes 0.53 -> 0.51 for p = 3 over d = 100..6400).
 SLOPE_TOL = 0.05
 #: beta_c from the closed form vs the numeric Hessian route (both to ~1e-12).
 BETA_TOL = 1e-8
