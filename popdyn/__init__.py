@@ -27,11 +27,11 @@ Conventions (one sheet for the whole package)
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 from .activations import Activation, get_activation, registered_names
 from .compare import Comparison, compare
-from .errors import NumericalError
+from .errors import LargeStepWarning, NumericalError
 from .exponents import generative_exponent, information_exponent
 from .fixedpoints import FixedPoint, FixedPointSet, classify, fixed_points, riemannian_hessian
 from .hermite import HermiteSeries, h_values, hermite_coefficients
@@ -59,7 +59,7 @@ __all__ = [
     "Activation", "get_activation", "registered_names", "HermiteSeries", "h_values", "hermite_coefficients",
     "information_exponent", "generative_exponent",
     "correlation_kernel", "correlation_kernel_expr", "gaussian_pair_expectation", "KernelValue", "PairExpectation",
-    "NumericalError", "Trajectory",
+    "NumericalError", "LargeStepWarning", "Trajectory",
     # models
     "MultiIndexProblem", "gram", "index_vectors",
     "SingleIndexProblem", "escape_samples", "step_size", "first_passage",

@@ -61,7 +61,7 @@ def versions() -> dict:
     import numpy
     import scipy
 
-    from . import __version__
+    from ._version import __version__
 
     out = {"popdyn": __version__, "python": platform.python_version(), "numpy": numpy.__version__,
            "scipy": scipy.__version__}

@@ -14,23 +14,21 @@ import json
 import re
 import sys
 
-from . import __version__
+from ._version import __version__
 from ._budget import DEFAULT_MAX_STEPS
 
 EXIT_OK, EXIT_NUMERICAL, EXIT_USAGE = 0, 1, 2
-#: Default online-SGD step in high-d units (eta = delta/d); with the default batch of 32
-#: the per-step normalisation term eta*(d-1)/(2B)*C stays a small correction.
-DEFAULT_DELTA = 0.5
-#: Default number of index vectors of the multi-index model.
-DEFAULT_K = 3
+#: The model of ``predict``/``simulate``/``compare`` when ``--model`` is not given.
+DEFAULT_MODEL = "multi-index"
+#: ``predict --max-ode-steps`` default: the ODEs here take 10^2 - 10^4 adaptive steps to
+#: their default horizons (the stiff ones switch to an implicit method); 10^6 steps is
+#: minutes for the cheap right-hand sides, and a solve that needs more is reported with how
+#: far it got instead of running on unannounced.
+DEFAULT_MAX_ODE_STEPS = 10**6
 #: ``fixed-points --random-starts`` cap: one root search costs ~6 ms on 2 cores (2000 starts
 #: in 12 s), so 1e5 starts is ~10 minutes, far more than the few hundred that find every
 #: fixed point of the flows here.
 MAX_RANDOM_STARTS = 10**5
-#: ``--covariance spiked:kappa=K``: Sigma = (I + K theta theta^T)/(1 + K) has condition number
-#: 1 + K; beyond 1e12 the isotropic part 1/(1 + K) is within ~1e4 rounding units of the spike
-#: direction's scale and the flows lose their meaning in double precision.
-MAX_KAPPA = 1e12
 
 
 #: Longest error message printed (characters): a message echoing a huge user string
@@ -130,6 +128,25 @@ def cmd_hermite(args) -> int:
     return EXIT_OK
 
 
+def cmd_models(args) -> int:
+    """``popdyn models``: the registered model families, their papers and options."""
+    from .model import models
+
+    rows = []
+    for name, m in sorted(models().items()):
+        rows.append({"name": name, "description": m.description, "papers": list(m.papers), "compare": m.compare,
+                     "options": [{"flag": o.flag, "type": o.kind, "default": o.default, "verbs": list(o.verbs),
+                                  "help": o.help} for o in m.options]})
+    if args.json:
+        _dump({"models": rows})
+        return EXIT_OK
+    for r in rows:
+        papers = f" [{', '.join(r['papers'])}]" if r["papers"] else ""
+        print(f"{r['name']}{papers}: {r['description']}")
+        print("    options: " + " ".join(o["flag"] for o in r["options"]))
+    return EXIT_OK
+
+
 def cmd_activations(args) -> int:
     from .activations import _NAMES, get_activation
 
@@ -146,148 +163,6 @@ def cmd_activations(args) -> int:
     for r in rows:
         print(f"{r['spec']:<{width}}  {r['description']}")
     return EXIT_OK
-
-
-def _problem_from_args(args, *, n_neurons=None):
-    """Build a MultiIndexProblem from --student/--teacher/--k/--gram/--beta/--neurons."""
-    import numpy as np
-
-    from .models.multi_index import MultiIndexProblem, gram
-
-    student = args.student or DEFAULT_ACTIVATION["multi-index"][0]
-    teacher = args.teacher or DEFAULT_ACTIVATION["multi-index"][1]
-    if args.gram in ("orthogonal", "equiangular", "random"):
-        from ._budget import check_memory, nbytes
-
-        k = DEFAULT_K if args.k is None else args.k
-        check_memory(nbytes(k, k), driver="k", value=k, what="the k x k Gram matrix", flag="--k")
-        if args.gram == "random" and getattr(args, "d", None) is not None:
-            check_memory(nbytes(k, args.d), driver="d", value=args.d, what="the k x d index vectors", flag="--d")
-        G = gram(args.gram, DEFAULT_K if args.k is None else args.k, beta=args.beta, d=getattr(args, "d", None),
-                 rng=args.seed)
-    else:
-        try:
-            G = np.loadtxt(args.gram, ndmin=2)
-        except OSError as exc:
-            raise ValueError(f"`--gram` must be orthogonal, equiangular, random or a readable text file; "
-                             f"could not read {args.gram!r}: {(exc.strerror or str(exc)).rstrip('.')}.") from None
-        if args.k is not None and args.k != G.shape[0]:
-            raise ValueError(f"`--k` ({args.k}) does not match the {G.shape[0]}x{G.shape[0]} Gram matrix in {args.gram!r}; "
-                             "omit --k to take k from the file.")
-        G = gram("custom", G.shape[0], G=G)
-    n = n_neurons if n_neurons is not None else getattr(args, "neurons", 1)
-    return MultiIndexProblem(student, teacher, G, n_neurons=n, degree=args.degree)
-
-
-MODELS = ("multi-index", "single-index", "committee", "spiked")
-#: Dimension when --d is not given (a covariance file sets its own).
-DEFAULT_D = 500
-#: Batch reuse: default per-sample step scale eta * d / batch (THEORY.md §2.2, §5.14).
-DEFAULT_ETA_TILDE = 0.5
-#: Default activations per model (the committee machine's classic is erf, Saad-Solla's g;
-#: the spiked-covariance example of arXiv 2309.03843 is a ReLU neuron and an h4 target).
-DEFAULT_ACTIVATION = {"multi-index": ("he3", "he3"), "single-index": ("he3", "he3"), "committee": ("erf", "erf"),
-                      "spiked": ("relu", "he4")}
-
-
-def _parse_covariance(text: str) -> dict:
-    """``spiked:kappa=K,align=A`` -> ``{"kappa": K, "align": A}``."""
-    if not text.startswith("spiked:"):
-        raise ValueError(f"`--covariance` must look like 'spiked:kappa=K,align=A' or be a file, got {text!r}.")
-    out = {}
-    for part in text[len("spiked:"):].split(","):
-        key, _, val = part.partition("=")
-        key = key.strip()
-        if key not in ("kappa", "align") or not val:
-            raise ValueError(f"`--covariance` takes the keys kappa and align, e.g. spiked:kappa=50,align=1; "
-                             f"could not read {part!r}.")
-        try:
-            out[key] = float(val)
-        except ValueError:
-            raise ValueError(f"`--covariance` {key} must be a number, got {val!r}.") from None
-        if out[key] != out[key] or abs(out[key]) == float("inf"):
-            raise ValueError(f"`--covariance` {key} must be finite, got {val!r}.")
-    if "kappa" in out and not 0.0 <= out["kappa"] <= MAX_KAPPA:
-        raise ValueError(f"`--covariance` kappa must lie in [0, {MAX_KAPPA:g}] (the condition number of Sigma is "
-                         f"1 + kappa), got {out['kappa']:g}.")
-    if "align" in out and not -1.0 <= out["align"] <= 1.0:
-        raise ValueError(f"`--covariance` align = cos(theta, target) must lie in [-1, 1], got {out['align']:g}.")
-    missing = {"kappa", "align"} - set(out)
-    if missing:
-        raise ValueError(f"`--covariance` is missing {sorted(missing)}; e.g. spiked:kappa=50,align=1.")
-    return out
-
-
-def _covariance_problem(args):
-    """``--covariance FILE``: a dense user-given Sigma (d from the file)."""
-    from .models.covariance import CovarianceProblem, load_covariance, load_direction
-
-    sigma = load_covariance(args.covariance)
-    d = sigma.shape[0]
-    if args.d is not None and args.d != d:
-        raise ValueError(f"`--d` = {args.d} disagrees with the {d} x {d} covariance in {args.covariance!r}; "
-                         "omit --d to take d from the file.")
-    args.d = d
-    direction = None if args.direction is None else load_direction(args.direction)
-    return CovarianceProblem(args.student, args.teacher, sigma, direction=direction, flow=args.flow,
-                             a_star=args.a_star, n_unlabeled=args.n_unlabeled)
-
-
-def _model_problem(args):
-    """The problem object for ``--model`` (multi-index by default)."""
-    model = getattr(args, "model", "multi-index")
-    for name, default in zip(("student", "teacher"), DEFAULT_ACTIVATION[model]):
-        if getattr(args, name) is None:
-            setattr(args, name, default)
-    if model == "spiked" and not args.covariance.startswith("spiked:"):
-        return _covariance_problem(args)
-    if getattr(args, "direction", None) is not None:
-        raise ValueError("`--direction` applies to --model spiked with a covariance FILE only "
-                         f"(got --model {model}, --covariance {getattr(args, 'covariance', None)!r}).")
-    if getattr(args, "d", 0) is None:
-        args.d = DEFAULT_D
-    if model == "multi-index":
-        return _problem_from_args(args)
-    reuse_args = getattr(args, "reuse", None) is not None or getattr(args, "interpolation", None) is not None
-    if reuse_args and model != "single-index":
-        raise ValueError(f"`--reuse` / `--interpolation` apply to --model single-index only (batch reuse, "
-                         f"arXiv 2406.01581), got --model {model}.")
-    if getattr(args, "eta_tilde", None) is not None and not reuse_args:
-        raise ValueError("`--eta-tilde` (per-sample step eta*d/batch) applies with `--reuse` only; "
-                         "otherwise give --eta or --delta.")
-    if model == "single-index" and reuse_args:
-        from .models.reuse import ReuseProblem
-
-        if args.loss != "correlation":
-            raise ValueError(f"`--loss` must be 'correlation' with `--reuse` (the paper's Phase I: squared loss "
-                             f"with a vanishing second layer is the correlation loss), got {args.loss!r}.")
-        return ReuseProblem(args.student, args.teacher, reuse=1 if args.reuse is None else args.reuse,
-                            interpolation=1.0 if args.interpolation is None else args.interpolation,
-                            a_star=args.a_star)
-    if model == "single-index":
-        from .models.single_index import SingleIndexProblem
-
-        return SingleIndexProblem(args.student, args.teacher, loss=args.loss, a_star=args.a_star)
-    if model == "spiked":
-        from .models.spiked import SpikedProblem
-
-        cov = _parse_covariance(args.covariance)
-        return SpikedProblem(args.student, args.teacher, kappa=cov["kappa"], align=cov["align"], flow=args.flow,
-                             d=args.d, n_unlabeled=args.n_unlabeled, a_star=args.a_star)
-    from ._budget import check_memory, nbytes
-    from .models.committee import CommitteeProblem
-
-    # the ODE's right-hand side holds the K^2 (K+M)^2 four-point Gaussian integrals I4 with
-    # their index tuples and 4x4 covariances (~50 bytes each, counted as 64)
-    name, value = max((("K", args.K), ("M", args.M)), key=lambda nv: nv[1])
-    check_memory(nbytes(args.K, args.K, args.K + args.M, args.K + args.M, itemsize=64), driver=name, value=value,
-                 what="the K^2 (K+M)^2 Gaussian integrals I4 of the committee ODE", flag=f"--{name}")
-    delta = DEFAULT_DELTA if args.delta is None else args.delta
-    if args.eta is not None:
-        raise ValueError("`--eta` does not apply to --model committee: its step is eta = delta/d; use `--delta`.")
-    return CommitteeProblem(args.student, args.teacher, K=args.K, M=args.M, delta=delta,
-                            train_second_layer=args.train_second_layer, noise=args.noise,
-                            conventions=args.conventions)
 
 
 def cmd_threshold(args) -> int:
@@ -309,7 +184,7 @@ def cmd_threshold(args) -> int:
 def cmd_fixed_points(args) -> int:
     from .fixedpoints import fixed_points
 
-    problem = _problem_from_args(args, n_neurons=1)
+    problem = _multi_index_problem(args)
     if args.random_starts > MAX_RANDOM_STARTS:
         raise ValueError(f"`--random-starts` must be at most {MAX_RANDOM_STARTS} (each start is one root search, "
                          f"~6 ms on 2 cores), got {args.random_starts}.")
@@ -324,7 +199,7 @@ def cmd_fixed_points(args) -> int:
 def cmd_loss(args) -> int:
     from .models.multi_index import loss_report
 
-    rep = loss_report(_problem_from_args(args, n_neurons=1), latex=args.latex)
+    rep = loss_report(_multi_index_problem(args), latex=args.latex)
     if args.json:
         _dump(rep)
         return EXIT_OK
@@ -338,302 +213,71 @@ def cmd_loss(args) -> int:
     return EXIT_OK
 
 
-def _eta(args):
-    eta_tilde = getattr(args, "eta_tilde", None)
-    if eta_tilde is not None or getattr(args, "reuse", None) is not None or getattr(args, "interpolation", None) is not None:
-        given = [n for n in ("eta", "delta") if getattr(args, n) is not None]
-        if eta_tilde is not None and given:
-            raise ValueError(f"give either `--eta-tilde` or `--{given[0]}`, not both.")
-        if not given:  # batch reuse: the per-sample step scale eta*d/batch (THEORY §2.2 uses 0.5)
-            et = DEFAULT_ETA_TILDE if eta_tilde is None else eta_tilde
-            return et * getattr(args, "batch", 1) / args.d
-    if args.eta is not None and args.delta is not None:
-        raise ValueError("give either `--eta` or `--delta` (eta = delta/d), not both.")
-    if args.eta is not None:
-        return args.eta
-    return (DEFAULT_DELTA if args.delta is None else args.delta) / args.d
+def _multi_index_problem(args):
+    """``loss`` / ``fixed-points``: one neuron of the multi-index model from its options."""
+    from .models.multi_index_model import MODEL, build_problem
+
+    MODEL.validate(args, getattr(args, "given", set()))
+    return build_problem(args, n_neurons=1)
 
 
-def _init(text):
-    if text in ("uniform",):
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"`--init` must be 'uniform' or a warm-start overlap scale m0 (a number), got {text!r}.") from None
+def _prepare(args, verb: str):
+    """The chosen model, its problem built from the options, and the options completed."""
+    from .model import DEFAULT_D, get_model
+
+    model = get_model(args.model)
+    if model.validate is not None:
+        model.validate(args, args.given)
+    if getattr(args, "d", None) is None:
+        args.d = DEFAULT_D
+    return model, model.build(args)
+
+
+def _eta_for(model, args):
+    from .model import step_size
+
+    return None if getattr(args, "algorithm", None) == "gf" else step_size(model, args)
 
 
 def cmd_predict(args) -> int:
-    model = args.model
-    if model == "single-index" and (args.reuse is not None or args.interpolation is not None):
-        return _predict_reuse(args)
-    if model == "single-index":
-        return _predict_single_index(args)
-    if model == "committee":
-        return _predict_committee(args)
-    if model == "spiked":
-        return _predict_spiked(args)
-    import numpy as np
-
-    from .ode import integrate
-    from .simulate import initial_state
-
-    problem = _model_problem(args)
-    if args.u0 is not None:
-        try:
-            u0 = np.array([[float(x) for x in row.split(",")] for row in args.u0.split(";")])
-        except ValueError:
-            raise ValueError(f"`--u0` must be rows of comma-separated numbers separated by ';', got {args.u0!r}.") from None
-        if "neurons" in getattr(args, "given", ()) and u0.shape[0] != args.neurons:
-            raise ValueError(f"`--u0` has {u0.shape[0]} rows (one per neuron) but `--neurons` = {args.neurons}; "
-                             "omit --neurons to take the count from --u0.")
-        if u0.shape[1] != problem.k:
-            raise ValueError(f"`--u0` must have shape (neurons, k) with k = {problem.k} (one entry per index "
-                             f"vector), got shape {u0.shape}.")
-    else:
-        _, _, u0 = initial_state(problem, args.d, init=_init(args.init), rng=args.seed)
-        u0 = np.asarray(u0).reshape(-1, problem.k)
-    traj = integrate(problem, u0, 20.0 if args.t_end is None else args.t_end, escape_level=args.escape_level,
-                     escape_terminal=False)
-    from .compare import final_directions
-
-    out = {"model": model, "t_final": float(traj.t[-1]), "time_unit": traj.time_unit, "u0": u0.tolist(),
-           "u_final": traj.final("u")[0].tolist(), "directions": final_directions(traj.final("u")[0]),
-           "status": traj.status, "message": traj.message}
-    if args.escape_level is not None:
-        out["escape_times"] = np.asarray(traj.events.get("escape", [])).tolist()
-    _save_and_plot(args, traj, "u", out)
-    if args.json:
-        _dump(out)
-        return EXIT_OK
-    print(f"ODE to t = {out['t_final']:.6g} ({out['time_unit']}): {traj.message}")
-    for i, (a, b, c) in enumerate(zip(out["u0"], out["u_final"], out["directions"])):
-        print(f"  neuron {i + 1}: u0 = {np.round(a, 4).tolist()} -> u = {np.round(b, 4).tolist()}  ({c})")
-    if "escape_times" in out:
-        print(f"  escape times (max_j |u_j| >= {args.escape_level}): {out['escape_times']}")
-    _print_saved(out)
-    return EXIT_OK
-
-
-def _horizon(predicted: float, fallback: float) -> float:
-    """Default ``--t-end``: past the predicted escape, or ``fallback`` when there is none (the
-    flow stalls: ``inf``) or the start is already past the target (``0``)."""
-    import math
-
-    return predicted if math.isfinite(predicted) and predicted > 0 else fallback
-
-
-def _save_and_plot(args, traj, name, out) -> None:
+    model, problem = _prepare(args, "predict")
+    pred = model.predict(problem, args)
+    out = pred.out
     if args.out:
-        traj.save(args.out)
+        pred.trajectory.save(args.out)
         out["saved"] = args.out
     if args.plot:
         from .plot import plot_trajectory
 
-        plot_trajectory(traj, name, args.plot)
+        plot_trajectory(pred.trajectory, pred.plot_name, args.plot)
         out["plot"] = args.plot
-
-
-def _print_saved(out) -> None:
+    if args.json:
+        _dump(out)
+        return EXIT_OK
+    for line in pred.lines:
+        print(line)
     for key in ("saved", "plot"):
         if key in out:
             print(f"  {key}: {out[key]}")
-
-
-def _predict_single_index(args) -> int:
-    import math
-
-    from .models.single_index import escape_samples
-    from .ode import integrate
-
-    problem = _model_problem(args)
-    eta = _eta(args)
-    m0 = 1.0 / math.sqrt(args.d) if args.init == "uniform" else float(_init(args.init))
-    samples = {method: escape_samples(problem, args.d, eta=eta, batch=args.batch, m0=m0, m_target=args.m_target,
-                                      method=method) for method in ("ode", "quadrature", "leading")}
-    steps = samples["ode"] / args.batch
-    t_end = args.t_end if args.t_end is not None else _horizon(eta * steps * 1.5, eta * 1e6)
-    traj = integrate(problem, m0, t_end, eta=eta, d=args.d, batch=args.batch)
-    out = {"model": "single-index", "problem": problem.describe(), "d": args.d, "eta": eta, "batch": args.batch,
-           "m0": m0, "m_target": args.m_target, "escape_samples": samples,
-           "information_exponent": problem.information_exponent, "t_final": float(traj.t[-1]),
-           "time_unit": traj.time_unit, "m_final": float(traj.final("m").ravel()[0]), "message": traj.message}
-    _save_and_plot(args, traj, "m", out)
-    if args.json:
-        _dump(out)
-        return EXIT_OK
-    print(f"single-index online SGD, {problem.describe()['student']} / {problem.describe()['teacher']} "
-          f"({problem.describe()['loss']} loss), IE = {problem.information_exponent}, d = {args.d}, eta = {eta:.6g}, "
-          f"batch = {args.batch}")
-    print(f"samples to go from m0 = {m0:.4g} to m = {args.m_target}:")
-    for method, v in samples.items():
-        print(f"  {method:<11} {v:.6g}")
-    print(f"ODE to t = {out['t_final']:.6g} ({out['time_unit']}): m = {out['m_final']:.6g}")
-    _print_saved(out)
-    return EXIT_OK
-
-
-def _predict_reuse(args) -> int:
-    import dataclasses
-    import math
-
-    import numpy as np
-
-    from .models.reuse import predicted_samples
-    from .ode import integrate
-
-    problem = _model_problem(args)
-    eta = _eta(args)
-    batch = args.batch
-    eta_tilde = eta * args.d / batch
-    m0 = 1.0 / math.sqrt(args.d) if args.init == "uniform" else float(_init(args.init))
-    online = dataclasses.replace(problem, reuse=1, interpolation=1.0)
-    samples = {"reuse": predicted_samples(problem, args.d, eta_tilde=eta_tilde, m0=m0, m_target=args.m_target),
-               "online (reuse 1, same step)": predicted_samples(online, args.d, eta_tilde=eta_tilde, m0=m0,
-                                                                m_target=args.m_target)}
-    coeffs = problem.drift_coefficients(2, eta_tilde)
-    n = samples["reuse"]
-    t_end = args.t_end if args.t_end is not None else _horizon(1.5 * eta_tilde * n / args.d, 1e3)
-    traj = integrate(problem, m0, t_end, eta=eta, d=args.d, batch=batch)
-    out = {"model": "reuse", "problem": problem.describe(), "d": args.d, "eta": eta, "batch": batch,
-           "eta_tilde": eta_tilde, "m0": m0, "m_target": args.m_target, "predicted_samples": samples,
-           "drift_coefficients": [float(c) for c in coeffs],
-           "effective_exponent": problem.effective_exponent(eta_tilde),
-           "information_exponent": problem.information_exponent, "t_final": float(traj.t[-1]),
-           "time_unit": traj.time_unit, "m_final": float(np.ravel(traj.final("m"))[0]), "message": traj.message}
-    _save_and_plot(args, traj, "m", out)
-    if args.json:
-        _dump(out)
-        return EXIT_OK
-    print(f"single-index SGD with batch reuse {problem.reuse} (interpolation {problem.interpolation:g}), "
-          f"{problem.student.name} / {problem.teacher.name}, d = {args.d}, batch = {batch}, eta = {eta:.6g} "
-          f"(eta_tilde = eta d / B = {eta_tilde:.6g})")
-    print(f"  drift per sample, d -> inf: D(m) = {coeffs[0]:.6g} {coeffs[1]:+.6g} m {coeffs[2]:+.6g} m^2 + ...; "
-          f"effective exponent {out['effective_exponent']} (information exponent {problem.information_exponent})")
-    print(f"  samples for |m| to go from {m0:.4g} to {args.m_target} (mean path; inf = stalls):")
-    for k, v in samples.items():
-        print(f"    {k:<28} {v:.6g}")
-    print(f"  ODE to t = {out['t_final']:.6g} ({out['time_unit']}): m = {out['m_final']:.6g}")
-    _print_saved(out)
-    return EXIT_OK
-
-
-def _predict_spiked(args) -> int:
-    import dataclasses
-    import math
-
-    import numpy as np
-
-    problem = _model_problem(args)
-    if problem.ode_model == "covariance":
-        return _predict_covariance(args, problem)
-    m0 = None if args.init == "uniform" else float(_init(args.init))
-    state0 = problem.initial_state(args.d, m0=m0)
-    t_escape = problem.escape_time(state0, level=args.m_target)
-    t_end = args.t_end if args.t_end is not None else _horizon(2.0 * t_escape, 1e4)
-    traj = problem.integrate(state0, t_end)
-    final = problem.overlaps({k: traj.final(k)[0] for k in problem.ode_state_names})
-    derived = problem.overlaps({k: traj.overlaps[k] for k in problem.ode_state_names})
-    traj = dataclasses.replace(traj, overlaps={**traj.overlaps, "m": derived["m"]})
-    out = {"model": "spiked", "problem": problem.describe(), "d": args.d,
-           "effective_dimension": float(problem.effective_dimension(args.d)),
-           "m_sigma_initial": float(np.asarray(problem.overlaps(state0)["m"]).ravel()[0]),
-           "escape_time": t_escape, "level": args.m_target, "t_final": float(traj.t[-1]), "time_unit": traj.time_unit,
-           "final": {k: float(np.asarray(v).ravel()[0]) for k, v in final.items()}, "message": traj.message}
-    _save_and_plot(args, traj, "m", out)
-    if args.json:
-        _dump(out)
-        return EXIT_OK
-    print(f"spiked covariance (kappa = {problem.kappa:g}, align = {problem.align:g}), {args.flow} flow, "
-          f"{problem.student.name} neuron / {problem.teacher.name} target, d = {args.d}, d_eff = {out['effective_dimension']:.6g}")
-    print(f"  m_Sigma(0) = {out['m_sigma_initial']:.6g}; time for |m_Sigma| to reach {args.m_target}: {t_escape:.6g}" + ("  (stalls)" if not math.isfinite(t_escape) else ""))
-    print(f"  at t = {out['t_final']:.6g}: " + ", ".join(f"{k} = {v:.6g}" for k, v in out["final"].items()))
-    _print_saved(out)
-    return EXIT_OK
-
-
-def _predict_covariance(args, problem) -> int:
-    import math
-
-    import numpy as np
-
-    w0 = problem.initial_weight(_init(args.init), rng=args.seed)
-    t_escape = problem.escape_time(w0, level=args.m_target)
-    t_end = args.t_end if args.t_end is not None else _horizon(2.0 * t_escape, 1e4)
-    traj = problem.with_overlaps(problem.integrate(w0, t_end, escape_level=args.m_target, escape_terminal=False))
-    names = ("p", "S", "m_sigma", "m_u")
-    ev = np.linalg.eigvalsh(problem.sigma)
-    out = {"model": "covariance", "covariance": args.covariance, "direction": args.direction,
-           "problem": problem.describe(), "d": args.d, "effective_dimension": float(problem.effective_dimension()),
-           "m_sigma_initial": float(np.asarray(traj.overlaps["m_sigma"][0]).ravel()[0]),
-           "escape_time": t_escape, "level": args.m_target, "t_final": float(traj.t[-1]), "time_unit": traj.time_unit,
-           "final": {k: float(np.asarray(traj.final(k)).ravel()[0]) for k in names}, "message": traj.message}
-    _save_and_plot(args, traj, "m_sigma", out)
-    if args.json:
-        _dump(out)
-        return EXIT_OK
-    print(f"covariance from {args.covariance} (d = {args.d}, eigenvalues in [{ev[0]:.4g}, {ev[-1]:.4g}], "
-          f"d_eff = {out['effective_dimension']:.6g}), {args.flow} flow, {problem.student.name} neuron / "
-          f"{problem.teacher.name} target")
-    print(f"  m_Sigma(0) = {out['m_sigma_initial']:.6g} (init {args.init}, seed {args.seed}); time for |m_Sigma| to "
-          f"reach {args.m_target}: {t_escape:.6g}" + ("  (stalls)" if not math.isfinite(t_escape) else ""))
-    print(f"  at t = {out['t_final']:.6g}: " + ", ".join(f"{k} = {v:.6g}" for k, v in out["final"].items()))
-    _print_saved(out)
-    return EXIT_OK
-
-
-def _predict_committee(args) -> int:
-    import numpy as np
-
-    from .models.committee import add_eps_g
-    from .ode import integrate
-    from .simulate import initial_state
-
-    problem = _model_problem(args)
-    state0 = initial_state(problem, args.d, init=_init(args.init), rng=args.seed)[2]
-    traj = add_eps_g(problem, integrate(problem, state0, args.t_end or 200.0, batch=args.batch))
-    eg = traj.overlaps["eps_g"][:, 0]
-    out = {"model": "committee", "problem": problem.describe(), "t_final": float(traj.t[-1]),
-           "time_unit": traj.time_unit, "eps_g_initial": float(eg[0]), "eps_g_final": float(eg[-1]),
-           "Q_final": traj.final("Q")[0].tolist(), "M_final": traj.final("M")[0].tolist(), "message": traj.message}
-    _save_and_plot(args, traj, "eps_g", out)
-    if args.json:
-        _dump(out)
-        return EXIT_OK
-    names = problem.overlap_names
-    print(f"committee machine ODE ({problem.student.name} student K = {problem.K}, {problem.teacher.name} teacher "
-          f"M = {problem.M}, delta = {problem.delta}), to t = {out['t_final']:.6g} ({out['time_unit']})")
-    for t in np.unique(np.geomspace(max(traj.t[1], 1e-3), traj.t[-1], 8)):
-        i = int(np.argmin(np.abs(traj.t - t)))
-        print(f"  t = {traj.t[i]:<10.4g} eps_g = {eg[i]:.6g}")
-    print(f"  final {names['Q']} = {np.round(out['Q_final'], 4).tolist()}, {names['M']} = {np.round(out['M_final'], 4).tolist()}")
-    _print_saved(out)
     return EXIT_OK
 
 
 def cmd_simulate(args) -> int:
     import numpy as np
 
-    problem = _model_problem(args)
-    progress = None if not args.quiet else False
-    if args.model == "committee":
-        from .models.committee import simulate_committee
+    from .model import parse_init
 
-        if args.algorithm != "sgd":
-            raise ValueError(f"`--algorithm` must be 'sgd' for --model committee (online SGD); got {args.algorithm!r}.")
-        traj = simulate_committee(problem, d=args.d, t_end=args.t_end, replicas=args.replicas,
-                                  init=_init(args.init), batch=args.batch, rng=args.seed, engine=args.engine,
-                                  checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every,
-                                  progress=progress, max_steps=args.max_steps)
+    model, problem = _prepare(args, "simulate")
+    run = {"checkpoint": args.checkpoint, "checkpoint_every": args.checkpoint_every,
+           "progress": None if not args.quiet else False, "max_steps": args.max_steps}
+    if model.simulate is not None:
+        traj = model.simulate(problem, args, **run)
     else:
         from .simulate import simulate
 
-        eta = None if args.algorithm == "gf" else _eta(args)
-        traj = simulate(problem, d=args.d, algorithm=args.algorithm, eta=eta, t_end=args.t_end,
-                        batch=None if args.algorithm == "gf" else args.batch,
-                        n_samples=args.n_samples, replicas=args.replicas, init=_init(args.init), rng=args.seed,
-                        checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, progress=progress,
-                        engine=args.engine, max_steps=args.max_steps)
+        traj = simulate(problem, d=args.d, algorithm=args.algorithm, eta=_eta_for(model, args), t_end=args.t_end,
+                        batch=None if args.algorithm == "gf" else args.batch, n_samples=args.n_samples,
+                        replicas=args.replicas, init=parse_init(args.init), rng=args.seed, engine=args.engine, **run)
     out = traj.summary()
     if args.out:
         traj.save(args.out)
@@ -644,7 +288,7 @@ def cmd_simulate(args) -> int:
     print(f"{args.model}: {traj.message} d = {args.d}, {traj.n_replicas} replicas, engine {args.engine}, "
           f"t = {traj.t[-1]:.6g} ({traj.time_unit})")
     for name, val in out["final_mean"].items():
-        if name == "w":  # the d-dim weight of a covariance-file run (kept in --json and --out)
+        if np.asarray(val).size > 64:  # a d-dimensional weight (kept in --json and --out)
             continue
         print(f"  mean {name} = {np.round(np.asarray(val), 5).tolist()}")
     if "saved" in out:
@@ -665,15 +309,16 @@ def cmd_compare(args) -> int:
 
     from .compare import compare
 
-    if args.model == "committee":
-        raise ValueError("`popdyn compare` does not take --model committee: use `popdyn predict --model committee` "
-                         "and `popdyn simulate --model committee` (the committee's own comparison is in "
-                         "popdyn.models.committee); choices here: multi-index, single-index, spiked.")
-    problem = _model_problem(args)
-    eta = None if args.algorithm == "gf" else _eta(args)
-    res = compare(problem, d=args.d, t_end=args.t_end, algorithm=args.algorithm, eta=eta,
+    from .model import get_model, models, parse_init
+
+    if not get_model(args.model).compare:
+        able = [name for name, m in sorted(models().items()) if m.compare]
+        raise ValueError(f"`popdyn compare` does not take --model {args.model} (no comparison declared; use `popdyn "
+                         f"predict` and `popdyn simulate`); choices here: {', '.join(able)}.")
+    model, problem = _prepare(args, "compare")
+    res = compare(problem, d=args.d, t_end=args.t_end, algorithm=args.algorithm, eta=_eta_for(model, args),
                   batch=None if args.algorithm == "gf" else args.batch,
-                  n_samples=args.n_samples, replicas=args.replicas, init=_init(args.init), rng=args.seed,
+                  n_samples=args.n_samples, replicas=args.replicas, init=parse_init(args.init), rng=args.seed,
                   progress=None if not args.quiet else False, engine=args.engine)
     out = res.as_dict()
     if args.plot:
@@ -687,21 +332,15 @@ def cmd_compare(args) -> int:
     m = res.meta
     print(f"ODE vs {m['algorithm']} in d = {m['d']} (eta = {m['eta']}, batch = {m['batch']}, "
           f"{m['replicas']} replicas from the same start), t in [0, {out['t_final']:.6g}] ({out['time_unit']})")
-    what = "u_ode - mean u_sim|" if res.names == ("u",) else f"ODE - mean simulation| over ({', '.join(res.names)})"
-    print(f"  max |{what} = {res.max_abs_deviation:.4g}   "
+    what = " - ".join(f"{n}_ode - mean {n}_sim" for n in res.names)
+    print(f"  max |{what}| over ({', '.join(res.names)}) = {res.max_abs_deviation:.4g}   "
           f"(largest standard error of the mean: {res.max_standard_error:.4g})")
-    if "w" in res.names:  # covariance file: report the overlaps, not the d-dim weight
-        ode = problem.overlaps(res.ode.overlaps["w"][:, 0])
-        sim = res.simulation
-        for n in ("m_sigma", "p", "S"):
-            print(f"  {n}: start {ode[n][0]:.5g}, end ODE {ode[n][-1]:.5g}, simulation mean {sim.mean(n)[-1]:.5g} "
-                  f"(SE {sim.std(n)[-1] / np.sqrt(sim.n_replicas):.2g})")
-    elif "u" not in res.names:
-        for n in res.names:
-            print(f"  {n}: start {np.round(np.asarray(out['initial'][n]), 5).tolist()}, end ODE "
-                  f"{np.round(np.asarray(out['final_ode'][n]), 5).tolist()}, simulation mean "
-                  f"{np.round(np.asarray(out['final_sim_mean'][n]), 5).tolist()}")
-    unit = "neuron" if "u" in res.names else "unit"
+    for n in [n for n in (res.plot_names or res.names) if n != res.unit_overlap]:
+        ode_n, sim = res.ode.mean(n), res.simulation
+        se = sim.std(n)[-1] / np.sqrt(sim.n_replicas)
+        print(f"  {n}: start {_short(np.round(ode_n[0], 5).tolist())}, end ODE {_short(np.round(ode_n[-1], 5).tolist())}, "
+              f"simulation mean {_short(np.round(sim.mean(n)[-1], 5).tolist())} (SE {_short(np.round(se, 5).tolist())})")
+    unit = "unit"
     for i, (a, b) in enumerate(zip(res.directions_ode, res.directions_sim)):
         print(f"  {unit} {i + 1}: ODE -> {a:<7} simulation -> {b:<7} {'agree' if a == b else 'DISAGREE'}")
     if res.directions_ode:
@@ -833,66 +472,122 @@ def _pos_float(text: str) -> float:
     return v
 
 
-def _level(text: str) -> float:
-    """An overlap level in (0, 1): the unit-norm overlaps |u_j|, |m| never exceed 1."""
-    v = _finite_float(text)
-    if not 0.0 < v < 1.0:
-        raise argparse.ArgumentTypeError(f"must lie in (0, 1) (overlaps of unit vectors are at most 1 in "
-                                         f"absolute value), got {text!r}")
-    return v
+def _option_type(option):
+    """argparse ``type`` from a model :class:`~popdyn.model.Option` (its own checks and message)."""
+    def convert(text):
+        try:
+            return option.parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = option.kind
+    return convert
 
 
-def _add_model_args(p) -> None:
-    g = p.add_argument_group("other models (--model single-index | committee)")
-    g.add_argument("--model", choices=MODELS, default="multi-index",
-                   help="multi-index (default; arXiv 2411.08798), single-index online SGD (BAGJ 2021), or committee "
-                        "(two-layer squared loss, Saad-Solla)")
-    g.add_argument("--loss", choices=["correlation", "squared"], default="correlation", help="single-index loss")
-    g.add_argument("--a-star", type=_finite_float, default=1.0, help="single-index / spiked: teacher scale a* (non-zero)")
-    g.add_argument("--K", type=_pos_int, default=2, help="committee: student hidden units (default 2)")
-    g.add_argument("--M", type=_pos_int, default=2, help="committee: teacher hidden units (default 2)")
-    g.add_argument("--train-second-layer", action="store_true", help="committee: train the second layer")
-    g.add_argument("--noise", type=_finite_float, default=0.0, help="committee: label-noise variance")
-    g.add_argument("--conventions", choices=["popdyn", "saad-solla"], default="popdyn",
-                   help="committee: naming/scaling of order parameters and time")
-    g.add_argument("--covariance", default="spiked:kappa=0,align=1",
-                   help="spiked: data covariance as spiked:kappa=K,align=A (Sigma = (I + K theta theta^T)/(1+K), "
-                        "A = cos(theta, target)), or a FILE (.npy / text / .csv) holding a dense d x d covariance "
-                        "(d is then taken from the file)")
-    g.add_argument("--direction", default=None,
-                   help="covariance FILE only: FILE with the d-vector target direction (default e_1), rescaled so "
-                        "that u^T Sigma u = 1")
-    g.add_argument("--flow", choices=["spherical", "normalized", "preconditioned"], default="normalized",
-                   help="spiked: spherical, covariance-normalised (default) or preconditioned flow")
-    g.add_argument("--n-unlabeled", type=_pos_int, default=None,
-                   help="spiked, preconditioned: unlabelled samples for the empirical covariance (default: exact Sigma)")
-    g.add_argument("--reuse", type=_pos_int, default=None,
-                   help="single-index: consecutive gradient steps on each minibatch (default 1 = online SGD; 2 = "
-                        "the batch reuse of arXiv 2406.01581); given, it selects the batch-reuse model, correlation loss")
-    g.add_argument("--interpolation", type=_finite_float, default=None,
-                   help="single-index with --reuse: xi in (0, 1], w <- normalize((1 - xi) w_old + xi w_new) "
-                        "after the reused steps (default 1 = none)")
-    g.add_argument("--eta-tilde", type=_pos_float, default=None,
-                   help=f"single-index with --reuse: per-sample step scale eta*d/batch (default {DEFAULT_ETA_TILDE} "
-                        "when neither --eta nor --delta is given)")
+def _add_options(group, options) -> None:
+    for o in options:
+        if o.kind == "bool":
+            group.add_argument(o.flag, dest=o.name, action="store_true", help=o.help)
+        else:
+            metavar = "{" + ",".join(map(str, o.choices)) + "}" if o.choices else None
+            group.add_argument(o.flag, dest=o.name, type=_option_type(o), default=o.default, help=o.help,
+                               metavar=metavar)
 
 
-def _add_problem_args(p, *, neurons: bool = True, student="he3", teacher="he3", n=4) -> None:
+def _add_problem_args(p) -> None:
+    """``loss`` / ``fixed-points``: the multi-index model's problem options and a seed."""
+    from .models.multi_index_model import PROBLEM_OPTIONS
+
     g = p.add_argument_group("model (multi-index teacher, spherical student, correlation loss)")
-    g.add_argument("--student", default=None, help=f"student activation spec (default {student}; erf for the committee)")
-    g.add_argument("--teacher", default=None, help=f"teacher activation spec (default {teacher}; erf for the committee)")
-    g.add_argument("--k", type=_pos_int, default=None,
-                   help=f"number of index vectors (default {DEFAULT_K}, or the size of the --gram file)")
-    g.add_argument("--gram", default="orthogonal",
-                   help="orthogonal | equiangular (with --beta) | random (in dimension --d) | a text file with G")
-    g.add_argument("--beta", type=_finite_float, default=None, help="overlap of equiangular index vectors")
-    g.add_argument("--degree", type=_pos_int, default=None, help="Hermite truncation for non-polynomial activations")
-    if neurons:
-        g.add_argument("--neurons", type=_pos_int, default=n, help=f"student neurons N (default {n})")
+    _add_options(g, PROBLEM_OPTIONS)
     g.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _selected_model(argv) -> str:
+    """The ``--model`` value in ``argv`` (the default model when absent or unknown)."""
+    from .model import model_names
+
+    name = DEFAULT_MODEL
+    for i, tok in enumerate(argv):
+        if tok == "--model" and i + 1 < len(argv):
+            name = argv[i + 1]
+        elif tok.startswith("--model="):
+            name = tok.split("=", 1)[1]
+    return name if name in model_names() else DEFAULT_MODEL
+
+
+def _add_model_verb(sub, verb: str, helptext: str, model) -> None:
+    """``predict`` / ``simulate`` / ``compare``: the verb's own options plus ``model``'s."""
+    from .model import model_names, models
+
+    p = sub.add_parser(verb, help=helptext, description=helptext)
+    g = p.add_argument_group("model")
+    listing = "; ".join(f"{n}: {m.description}" for n, m in sorted(models().items()))
+    g.add_argument("--model", choices=sorted(model_names()), default=DEFAULT_MODEL,
+                   help=f"the model family (default {DEFAULT_MODEL}); `popdyn {verb} --model NAME --help` lists its "
+                        f"options. {listing}")
+    _add_options(p.add_argument_group(f"options of --model {model.name}"), model.options_for(verb))
+    g = p.add_argument_group("run")
+    uses = model.uses_for(verb)
+
+    def add(flag, **kwargs):  # a run option, only where the model reads it (else its default)
+        dest = flag[2:].replace("-", "_")
+        if dest in uses:
+            g.add_argument(flag, **kwargs)
+        else:
+            p.set_defaults(**{dest: kwargs.get("default")})
+
+    add("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
+    add("--d", type=_pos_int, default=None, help="dimension (default 500; a covariance FILE sets it)")
+    add("--eta", type=_pos_float, default=None, help="step size (overrides --delta)")
+    add("--delta", type=_pos_float, default=None,
+                   help="step size in high-d units, eta = delta/d (default 0.5 when --eta is not given)")
+    g.add_argument("--quiet", action="store_true", help="no progress output (by default a bar on a terminal, a line "
+                                                        "every 10 s otherwise, for runs over 5 s)")
+    if verb == "predict":
+        add("--batch", type=_pos_int, default=1, help="minibatch size (default 1)")
+        add("--init", default="uniform", help="'uniform' (Haar on the sphere) or a warm-start scale m0 "
+                                                         "(single-index: the initial alignment; committee: weight "
+                                                         "scale)")
+        add("--t-end", type=_pos_float, default=None,
+                       help="final time (default: the model's; past the predicted escape where there is one)")
+        add("--out", default=None, help="save the trajectory (.npz)")
+        add("--plot", default=None, help="save a PNG of the main overlap against time")
+        g.add_argument("--max-ode-steps", type=_pos_int, default=DEFAULT_MAX_ODE_STEPS,
+                       help=f"refuse to go on past this many ODE solver steps (default {DEFAULT_MAX_ODE_STEPS:.0e})")
+        p.set_defaults(func=cmd_predict)
+    else:
+        add("--algorithm", choices=["sgd", "gd", "gf"], default="sgd",
+                       help="online SGD, multi-pass GD on --n-samples, or d-dim gradient flow (default sgd)")
+        add("--batch", type=_pos_int, default=32, help="minibatch size (default 32)")
+        add("--n-samples", type=_pos_int, default=None, help="dataset size for --algorithm gd")
+        add("--replicas", type=_pos_int, default=8, help="independent replicas (default 8)")
+        add("--init", default="0.3", help="'uniform' (Haar on the sphere) or a warm-start scale m0: "
+                                                     "u0 ~ N(0, m0^2 G) (default 0.3)")
+        add("--t-end", type=_pos_float, default=5.0, help="final time t = eta * steps (default 5)")
+        g.add_argument("--max-steps", type=_pos_int, default=DEFAULT_MAX_STEPS,
+                       help=f"refuse a run needing more SGD/GD steps than this (default {DEFAULT_MAX_STEPS:.0e}, "
+                            "about a day at the fastest measured rate)")
+        add("--engine", choices=["full", "exact"], default="full",
+                       help="full: materialise x in d dimensions; exact: draw only its projections from their "
+                            "exact joint law (cost independent of d; for the models that have one)")
+        if verb == "simulate":
+            add("--out", default=None, help="save the trajectory (.npz)")
+            add("--checkpoint", default=None,
+                           help="checkpoint file (.npz): saved as the run goes and on Ctrl-C/SIGTERM; rerunning the "
+                                "same command resumes from it, bit-identically")
+            add("--checkpoint-every", type=_pos_float, default=None, metavar="SECONDS",
+                           help="seconds between checkpoint writes (default 5, stretched if a write is slow)")
+            p.set_defaults(func=cmd_simulate)
+        else:
+            add("--plot", default="popdyn_compare.png", help="PNG path (default popdyn_compare.png; "
+                                                                       "'' for none)")
+            p.set_defaults(func=cmd_compare)
+    _add_common(p)
+
+
+def build_parser(argv=None) -> argparse.ArgumentParser:
+    """The parser; ``predict``/``simulate``/``compare`` carry the options of the model chosen in ``argv``."""
     parser = _Parser(
         prog="popdyn",
         description="Population dynamics of feature learning: Hermite closed forms, overlap ODEs, finite-d SGD.",
@@ -912,6 +607,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_hermite)
 
+    p = sub.add_parser("models", help="list the model families (popdyn predict|simulate|compare --model NAME)")
+    _add_common(p)
+    p.set_defaults(func=cmd_models)
+
     p = sub.add_parser("activations", help="list the activation registry")
     _add_common(p)
     p.set_defaults(func=cmd_activations)
@@ -929,83 +628,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fixed-points", help="fixed points of the spherical flow of one neuron, classified by "
                                             "their Riemannian Hessian (arXiv 2411.08798)")
-    _add_problem_args(p, neurons=False)
+    _add_problem_args(p)
     p.add_argument("--random-starts", type=_nonneg_int, default=200, help="random root-finding starts (default 200)")
     _add_common(p)
     p.set_defaults(func=cmd_fixed_points)
 
     p = sub.add_parser("loss", help="closed-form one-neuron loss and u-ODE of the multi-index model (sympy)")
-    _add_problem_args(p, neurons=False)
+    _add_problem_args(p)
     p.add_argument("--latex", action="store_true", help="print LaTeX")
     _add_common(p)
     p.set_defaults(func=cmd_loss)
 
-    p = sub.add_parser("predict", help="integrate the overlap ODE; for single-index also the predicted escape "
-                                       "sample counts")
-    _add_problem_args(p)
-    _add_model_args(p)
-    p.add_argument("--eta", type=_pos_float, default=None, help="single-index: step size (overrides --delta)")
-    p.add_argument("--delta", type=_pos_float, default=None, help="single-index / committee: eta = delta/d (default 0.5)")
-    p.add_argument("--batch", type=_pos_int, default=1, help="single-index / committee: minibatch size (default 1)")
-    p.add_argument("--m-target", type=_level, default=0.5, help="single-index / spiked: alignment in (0, 1) to reach "
-                                                                   "(default 0.5)")
-    p.add_argument("--u0", default=None, help="initial overlaps, rows 'u11,u12,...;u21,...' (default: drawn as in a "
-                                              "simulation in dimension --d with --init and --seed)")
-    p.add_argument("--d", type=_pos_int, default=None,
-                   help="dimension used to draw u0 (default 500; a covariance FILE sets it)")
-    p.add_argument("--init", default="uniform", help="'uniform' (Haar on the sphere) or a warm-start scale m0 "
-                                                     "(single-index: the initial alignment; committee: weight scale)")
-    p.add_argument("--t-end", type=_pos_float, default=None,
-                   help="final time (default: 20 multi-index; past the predicted escape single-index; 200 committee)")
-    p.add_argument("--escape-level", type=_level, default=None,
-                   help="multi-index: record when max_j |u_j| first reaches this level in (0, 1)")
-    p.add_argument("--out", default=None, help="save the trajectory (.npz)")
-    p.add_argument("--plot", default=None, help="save a PNG of u(t)")
-    _add_common(p)
-    p.set_defaults(func=cmd_predict)
+    from .model import get_model
 
-    for name, helptext in (("simulate", "finite-d simulation (gradient flow, online SGD, multi-pass GD) in NumPy"),
-                           ("compare", "ODE prediction vs finite-d simulation from the same start, with a plot and a "
-                                       "statistical verdict (ODE within z*SE + c/sqrt(d) of the simulated mean at "
-                                       "every recorded time and overlap); exits 0 also when the verdict is DISAGREE "
-                                       "(see verdict.agree in --json)")):
-        p = sub.add_parser(name, help=helptext)
-        _add_problem_args(p)
-        _add_model_args(p)
-        g = p.add_argument_group("simulation")
-        g.add_argument("--d", type=_pos_int, default=None, help="dimension (default 500; a covariance FILE sets it)")
-        g.add_argument("--algorithm", choices=["sgd", "gd", "gf"], default="sgd",
-                       help="online SGD, multi-pass GD on --n-samples, or d-dim gradient flow (default sgd)")
-        g.add_argument("--eta", type=_pos_float, default=None, help="step size (overrides --delta)")
-        g.add_argument("--delta", type=_pos_float, default=None,
-                       help="step size in high-d units, eta = delta/d (default 0.5 when --eta is not given)")
-        g.add_argument("--batch", type=_pos_int, default=32, help="minibatch size (default 32)")
-        g.add_argument("--n-samples", type=_pos_int, default=None, help="dataset size for --algorithm gd")
-        g.add_argument("--replicas", type=_pos_int, default=8, help="independent replicas (default 8)")
-        g.add_argument("--init", default="0.3", help="'uniform' (Haar on the sphere) or a warm-start scale m0: "
-                                                     "u0 ~ N(0, m0^2 G) (default 0.3)")
-        g.add_argument("--t-end", type=_pos_float, default=5.0, help="final time t = eta * steps (default 5)")
-        g.add_argument("--quiet", action="store_true", help="no progress output (by default a bar on a terminal, "
-                                                            "a line every 10 s otherwise, for runs over 5 s)")
-        g.add_argument("--max-steps", type=_pos_int, default=DEFAULT_MAX_STEPS,
-                       help=f"refuse a run needing more SGD/GD steps than this (default {DEFAULT_MAX_STEPS:.0e}, "
-                            "about a day at the fastest measured rate)")
-        g.add_argument("--engine", choices=["full", "exact"], default="full",
-                       help="full: materialise x in d dimensions; exact: draw only its projections from their "
-                            "exact joint law (cost independent of d; single-index and committee)")
-        if name == "simulate":
-            g.add_argument("--out", default=None, help="save the trajectory (.npz)")
-            g.add_argument("--checkpoint", default=None,
-                           help="checkpoint file (.npz): saved as the run goes and on Ctrl-C/SIGTERM; rerunning the "
-                                "same command resumes from it, bit-identically")
-            g.add_argument("--checkpoint-every", type=_pos_float, default=None, metavar="SECONDS",
-                           help="seconds between checkpoint writes (default 5, stretched if a write is slow)")
-            p.set_defaults(func=cmd_simulate)
-        else:
-            g.add_argument("--plot", default="popdyn_compare.png", help="PNG path (default popdyn_compare.png; "
-                                                                       "'' for none)")
-            p.set_defaults(func=cmd_compare)
-        _add_common(p)
+    model = get_model(_selected_model(argv or []))
+    _add_model_verb(sub, "predict", "integrate a model's overlap ODE and report its predictions (escape times, "
+                                    "sample counts, ...)", model)
+    _add_model_verb(sub, "simulate", "finite-d simulation (gradient flow, online SGD, multi-pass GD) in NumPy", model)
+    _add_model_verb(sub, "compare", "ODE prediction vs finite-d simulation from the same start, with a plot and a "
+                                    "statistical verdict (ODE within z*SE + c/sqrt(d) of the simulated mean at "
+                                    "every recorded time and overlap); exits 0 also when the verdict is DISAGREE "
+                                    "(see verdict.agree in --json)", model)
 
     p = sub.add_parser("verify", help="run the papers' claims as numerical checks (exit 0 only if all pass)")
     p.add_argument("papers", nargs="*", help="arXiv ids (default: all; see --list)")
@@ -1036,47 +679,22 @@ def _given_flags(parser: argparse.ArgumentParser, argv) -> set[str]:
     return given
 
 
-#: Options that only some models use (``dest`` -> models).  An option outside its models is
-#: a usage error, never silently ignored.
-MODEL_OPTIONS = {
-    "k": {"multi-index"}, "gram": {"multi-index"}, "beta": {"multi-index"}, "degree": {"multi-index"},
-    "neurons": {"multi-index"}, "u0": {"multi-index"}, "escape_level": {"multi-index"},
-    "loss": {"single-index"}, "reuse": {"single-index"}, "interpolation": {"single-index"},
-    "eta_tilde": {"single-index"}, "a_star": {"single-index", "spiked"}, "m_target": {"single-index", "spiked"},
-    "K": {"committee"}, "M": {"committee"}, "train_second_layer": {"committee"}, "noise": {"committee"},
-    "conventions": {"committee"},
-    "covariance": {"spiked"}, "direction": {"spiked"}, "flow": {"spiked"}, "n_unlabeled": {"spiked"},
-}
-#: ``popdyn predict`` integrates gradient flows for these models: a step size means nothing there.
-_PREDICT_STEP_MODELS = {"single-index", "committee"}
-
-
 def _flag(dest: str) -> str:
     return "--" + dest.replace("_", "-")
 
 
 def _check_applicable(args, given: set[str]) -> None:
     """Refuse options that the chosen command, model or algorithm does not use."""
-    model = getattr(args, "model", None)
-    if model is not None:
-        for dest in sorted(given):
-            models = MODEL_OPTIONS.get(dest)
-            if models is not None and model not in models:
-                raise ValueError(f"`{_flag(dest)}` applies to --model {' | '.join(sorted(models))} only, not to "
-                                 f"--model {model}.")
-    gram_kind = getattr(args, "gram", None)
-    if "beta" in given and gram_kind != "equiangular":
-        raise ValueError(f"`--beta` applies with `--gram equiangular` only, got --gram {gram_kind}.")
-    if args.command == "predict":
-        step = [d for d in ("eta", "delta", "batch") if d in given]
-        if step and model not in _PREDICT_STEP_MODELS:
-            raise ValueError(f"`{_flag(step[0])}` does not apply to `predict --model {model}`: it integrates the "
-                             f"gradient flow (step sizes matter for --model single-index | committee).")
-        if "u0" in given:
-            clash = [d for d in ("init",) + (("d",) if gram_kind != "random" else ()) if d in given]
-            if clash:
-                raise ValueError(f"`{_flag(clash[0])}` is used to draw the initial overlaps; it does not apply "
-                                 "with `--u0`, which gives them.")
+    from .model import COMMON_OPTIONS, get_model
+
+    verb = args.command
+    if verb in ("predict", "simulate", "compare"):
+        model = get_model(args.model)
+        uses = model.uses_for(verb)
+        for dest in sorted(given & set(COMMON_OPTIONS)):
+            if dest not in uses:
+                raise ValueError(f"`{_flag(dest)}` does not apply to `popdyn {verb} --model {model.name}` (it uses "
+                                 f"{', '.join(_flag(u) for u in sorted(uses)) or 'none of the run options'}).")
     algorithm = getattr(args, "algorithm", None)
     if algorithm is not None:
         if "n_samples" in given and algorithm != "gd":
@@ -1087,9 +705,35 @@ def _check_applicable(args, given: set[str]) -> None:
             if step:
                 raise ValueError(f"`{_flag(step[0])}` does not apply to `--algorithm gf` (gradient flow has no "
                                  "step or minibatch).")
-    if "n_unlabeled" in given and getattr(args, "flow", None) != "preconditioned":
-        raise ValueError(f"`--n-unlabeled` applies with `--flow preconditioned` only (n_unlabeled samples estimate "
-                         f"its Sigma), got --flow {args.flow}.")
+
+
+def _foreign_option(argv, verb: str, model_name: str):
+    """A usage error for an option of another model (``--noise`` without ``--model committee``), or None."""
+    from .model import models
+
+    if verb not in ("predict", "simulate", "compare"):
+        return None
+    from .model import COMMON_OPTIONS, get_model
+
+    owners: dict[str, list[str]] = {}
+    for name, model in models().items():
+        for o in model.options_for(verb):
+            owners.setdefault(o.flag, []).append(name)
+    if verb == "compare" and not get_model(model_name).compare:
+        able = [name for name, m in sorted(models().items()) if m.compare]
+        return (f"`popdyn compare` does not take --model {model_name} (no comparison declared; use `popdyn "
+                f"predict` and `popdyn simulate`); choices here: {', '.join(able)}.")
+    uses = get_model(model_name).uses_for(verb)
+    run_flags = {_flag(dest): dest for dest in COMMON_OPTIONS}
+    for tok in argv:
+        flag = tok.split("=", 1)[0]
+        if flag in owners and model_name not in owners[flag]:
+            return (f"`{flag}` applies to --model {' | '.join(sorted(owners[flag]))} only, not to --model "
+                    f"{model_name}.")
+        if flag in run_flags and run_flags[flag] not in uses:
+            return (f"`{flag}` does not apply to `popdyn {verb} --model {model_name}` (its run options: "
+                    f"{', '.join(_flag(u) for u in sorted(uses)) or 'none'}).")
+    return None
 
 
 def _check_outputs(args) -> None:
@@ -1150,7 +794,14 @@ def main(argv=None) -> int:
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv[: argv.index("--") if "--" in argv else len(argv)]
-    parser = build_parser()
+    parser = build_parser(argv)
+    verb = next((tok for tok in argv if tok in parser.commands), None)
+    foreign = _foreign_option(argv, verb, _selected_model(argv)) if verb else None
+    if foreign is not None:
+        if debug:
+            raise ValueError(foreign)
+        print(f"popdyn: error: {foreign}", file=sys.stderr)
+        return EXIT_USAGE
     args = parser.parse_args(argv)
     if args.cite:
         from .citations import COMMAND_PAPERS, bibtex
@@ -1161,8 +812,6 @@ def main(argv=None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     _install_warning_format()
-    from .errors import NumericalError
-
     try:
         args.given = _given_flags(parser.commands[args.command], argv)
         _check_applicable(args, args.given)

@@ -273,6 +273,11 @@ class Comparison:
     agreement: float
     meta: dict
     verdict: Verdict | None = None
+    #: How the model asks to be drawn (its ``plot_unit_overlap`` / ``plot_overlaps``
+    #: attributes): a per-unit vector overlap drawn as one panel per unit, and the overlaps
+    #: drawn one panel each.
+    unit_overlap: str | None = None
+    plot_names: tuple = ()
 
     def _ode_on_sim_grid(self, name: str) -> np.ndarray:
         """The ODE's ``name`` on the simulation grid, shaped like ``simulation.mean(name)``."""
@@ -320,10 +325,10 @@ class Comparison:
             "final_sim_mean": {n: np.asarray(self.simulation.mean(n)[-1]).tolist() for n in self.names},
             "meta": self.meta,
         }
-        if "u" in self.names:  # the multi-index fields of earlier versions
-            out["u0"] = out["initial"]["u"]
-            out["u_final_ode"] = out["final_ode"]["u"]
-            out["u_final_sim_mean"] = out["final_sim_mean"]["u"]
+        for n in self.names:  # flat aliases, e.g. u0, u_final_ode, u_final_sim_mean
+            out[f"{n}0"] = out["initial"][n]
+            out[f"{n}_final_ode"] = out["final_ode"][n]
+            out[f"{n}_final_sim_mean"] = out["final_sim_mean"][n]
         return out
 
 
@@ -397,15 +402,16 @@ def compare(problem, *, d: int, t_end: float, algorithm: str = "sgd", eta: float
         "d": d, "algorithm": algorithm, "eta": eta, "batch": batch, "replicas": replicas, "engine": engine,
         "t_end": t_end, "problem": problem.describe(),
         "initial_state": {n: v.tolist() for n, v in state0.items()},
-        "ode_correction": (None if not corrected else "eta*(d-1)/(2B) C(u) u" if names == ("u",)
-                           else "leading-order online-SGD (eta^2) terms of the model's ODE"),
+        "ode_correction": (None if not corrected else getattr(
+            problem, "ode_correction_label", "leading-order online-SGD (eta^2) terms of the model's ODE")),
         "seed": sim.meta.get("seed"), "versions": sim.meta.get("versions"),
     }
-    if "u" in state0:
-        meta["u0"] = state0["u"].tolist()
+    meta.update({f"{n}0": v.tolist() for n, v in state0.items()})  # e.g. u0
+    plot_names = tuple(n for n in getattr(problem, "plot_overlaps", names) if n in ode.overlaps and n in sim.overlaps)
     return Comparison(ode=ode, simulation=sim, names=names, max_abs_deviation=dev, rms_deviation=rms,
                       max_standard_error=float(sem), directions_ode=dir_ode, directions_sim=dir_sim,
-                      agreement=agree, meta=meta, verdict=verdict)
+                      agreement=agree, meta=meta, verdict=verdict,
+                      unit_overlap=getattr(problem, "plot_unit_overlap", None), plot_names=plot_names)
 
 
 def _ode_on_grid(ode, sim, name):
@@ -494,8 +500,10 @@ def _accepts_sgd_options(problem) -> bool:
 
 def _end_labels(problem, ode, sim, names):
     """Final per-unit labels of the ODE and of the replica-mean simulation."""
-    if names == ("u",):
-        return final_directions(ode.final("u")[0]), final_directions(sim.mean("u")[-1])
+    labeller = getattr(problem, "end_labels", None)  # e.g. the multi-index "+v1" / "none"
+    if labeller is not None:
+        return (labeller({n: np.asarray(ode.final(n)[0]) for n in names}),
+                labeller({n: np.asarray(sim.mean(n)[-1]) for n in names}))
     observable = getattr(problem, "ode_escape_observable", None)
     if observable is None:
         return [], []

@@ -69,11 +69,12 @@ def plot_comparison(result, path=None, *, max_neurons: int = 6, log_time: bool =
         raise ValueError(f"`spread` must be one of {', '.join(SPREADS)}; got {str(spread)[:40]!r}.")
     plt = _plt()
     ode, sim = result.ode, result.simulation
-    if "u" not in getattr(result, "names", ("u",)):
+    unit = getattr(result, "unit_overlap", None)
+    if unit is None:
         return _plot_scalar_comparison(result, path, log_time=log_time, spread=spread)
-    u_ode = ode.mean("u")          # (T, N, k)
-    u_sim = sim.mean("u")          # (T, N, k)
-    band = _band(result, "u", spread)
+    u_ode = ode.mean(unit)         # (T, N, k): one panel per unit (neuron)
+    u_sim = sim.mean(unit)
+    band = _band(result, unit, spread)
     n = min(u_ode.shape[1], max_neurons)
     k = u_ode.shape[2]
     rows, cols = _grid(n)
@@ -89,14 +90,14 @@ def plot_comparison(result, path=None, *, max_neurons: int = 6, log_time: bool =
             ax.fill_between(sim.t, u_sim[:, i, j] - band[:, i, j], u_sim[:, i, j] + band[:, i, j],
                             color=c, alpha=0.18, lw=0)
             ax.plot(sim.t, u_sim[:, i, j], "o", ms=2.2, color=c, alpha=0.8)
-            ax.plot(ode.t, u_ode[:, i, j], "-", lw=1.4, color=c, label=f"$u_{{{j + 1}}}$")
+            ax.plot(ode.t, u_ode[:, i, j], "-", lw=1.4, color=c, label=f"{unit}[{j + 1}]")
         ax.set_title(f"neuron {i + 1}: ODE → {result.directions_ode[i]}, sim → {result.directions_sim[i]}",
                      fontsize=9)
         ax.axhline(0, color="0.7", lw=0.6)
         if log_time:
             ax.set_xscale("symlog", linthresh=max(sim.t[1] if sim.t.size > 1 else 1e-3, 1e-6))
         if i % cols == 0:
-            ax.set_ylabel(r"overlap $u_j = v_j\cdot w_i$")
+            ax.set_ylabel(f"overlap {unit}")
         if i // cols == rows - 1 or i + cols >= n:
             ax.set_xlabel(f"time ({sim.time_unit})")
     axes[0][0].legend(fontsize=8, loc="best")
@@ -106,7 +107,7 @@ def plot_comparison(result, path=None, *, max_neurons: int = 6, log_time: bool =
         f" teacher, k = {k}, d = {meta.get('d')}, {meta.get('algorithm')} "
         f"(eta = {meta.get('eta', '-')}, batch = {meta.get('batch', '-')}), {sim.n_replicas} replicas\n"
         f"lines: ODE prediction; dots: simulated mean; {_band_text(result, spread)}"
-        f";  max |u_ode − mean u_sim| = {result.max_abs_deviation:.3g}",
+        f";  max |ODE − mean simulation| = {result.max_abs_deviation:.3g}",
         fontsize=9,
     )
     fig.tight_layout()
@@ -138,9 +139,7 @@ def _plot_scalar_comparison(result, path, *, log_time: bool, spread: str):
     """One panel per compared overlap (single-index ``m``; spiked ``p, q, S``; ...)."""
     plt = _plt()
     ode, sim = result.ode, result.simulation
-    names = result.names
-    if "w" in names:  # a d-dim weight (covariance file): plot its overlaps instead
-        names = tuple(n for n in ("m_sigma", "p", "S") if n in ode.overlaps and n in sim.overlaps)
+    names = getattr(result, "plot_names", ()) or result.names  # the model's choice (e.g. overlaps of a d-dim w)
     fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.3), squeeze=False)
     for ax, name in zip(axes[0], names):
         y_ode = ode.mean(name).reshape(ode.t.size, -1)

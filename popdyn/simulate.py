@@ -112,7 +112,7 @@ __all__ = [
 
 #: Valid values of ``algorithm``.
 ALGORITHMS = ("gf", "sgd", "gd")
-#: Time unit recorded for each algorithm (DESIGN.md §1, "Time").
+#: Time unit recorded for each algorithm (theory/CONVENTIONS.md, "Time units").
 TIME_UNITS = {"gf": "gradient-flow time t", "sgd": "t = eta * steps", "gd": "t = eta * steps"}
 #: Human-readable names for messages.
 _LABELS = {"gf": "gradient flow", "sgd": "online SGD", "gd": "multi-pass GD"}
@@ -142,9 +142,9 @@ CHECKPOINT_FORMAT = "popdyn-simulate-checkpoint/1"
 #: independent of d), where a model provides it.
 ENGINES = ("full", "exact")
 
-_REGISTRY: dict = {
-    ("popdyn.models.multi_index.MultiIndexProblem", "full"): "popdyn.models.multi_index_sim:MultiIndexStepper",
-}
+#: (problem type's qualified name, engine) -> stepper class or "module:Class" (lazy).  Filled by
+#: the model modules through :func:`register_stepper`; the engine names no model.
+_REGISTRY: dict = {}
 
 
 # --------------------------------------------------------------------------------------
@@ -694,7 +694,7 @@ def simulate(problem, *, d, algorithm="sgd", eta=None, steps=None, t_end=None, b
     Notes
     -----
     Discrete algorithms use time :math:`t = \eta\cdot\mathrm{steps}` so that they are
-    compared with gradient flow at equal :math:`t` (DESIGN.md §1).  Under online SGD with
+    compared with gradient flow at equal :math:`t` (theory/CONVENTIONS.md, "Time units").  Under online SGD with
     :math:`\eta = \delta/d` the high-dimensional limit has :math:`t = \mathrm{steps}/d`
     up to the factor :math:`\delta`.
     """

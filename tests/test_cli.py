@@ -2,7 +2,7 @@
 
 Checks the contract of popdyn/cli.py: exit codes (0 ok, 1 numerical failure, 2 usage
 error), a clean stderr on success, one JSON object on stdout with ``--json``, and the
-key numbers, each against an independent reference (closed forms, THEORY.md §5).
+key numbers, each against an independent reference (closed forms; see theory/CONVENTIONS.md and theory/*/equations.md).
 A few in-process tests call :func:`popdyn.cli.main` directly to check the exit-code
 mapping of a command that raises.
 """
@@ -23,10 +23,10 @@ from popdyn.activations import registered_names
 from popdyn.citations import BIBTEX
 from popdyn.errors import NumericalError
 
-#: ReLU normalised Hermite coefficients c_0..c_8 (THEORY.md §5.1, mpmath to 15 digits).
+#: ReLU normalised Hermite coefficients c_0..c_8 (theory/CONVENTIONS.md, mpmath to 15 digits).
 RELU_C = [1 / math.sqrt(2 * math.pi), 0.5, 0.282094791773878, 0.0, -0.0814337519838200, 0.0,
           0.0446031029038193, 0.0, -0.0298017016880560]
-#: THEORY.md §5.1 tolerance: closed forms vs 15-digit references (JSON keeps 17 digits).
+#: Tolerance: closed forms vs 15-digit references (JSON keeps 17 digits).
 COEF_TOL = 1e-12
 #: Fixed points of the u-flow are polished by Newton to 1e-10 (fixedpoints.py `tol`);
 #: Hessian eigenvalues are then exact up to rounding.
@@ -158,7 +158,7 @@ def test_hermite_he3_text():
         if len(parts) == 2 and parts[0].isdigit():
             rows[int(parts[0])] = float(parts[1])
     assert rows == {k: (1.0 if k == 3 else 0.0) for k in range(11)}
-    assert "information exponent   3" in text  # IE(He_3) = 3, GE(He_3) = 1 (THEORY §5.5)
+    assert "information exponent   3" in text  # IE(He_3) = 3, GE(He_3) = 1 (theory/lee2024/equations.md)
     assert "generative exponent    1" in text
 
 
@@ -197,7 +197,7 @@ def test_hermite_malformed_spec(spec, fragment):
 # -- threshold / loss / fixed points ---------------------------------------------------------------
 def test_threshold_he3():
     out = ok_json("threshold", "--student", "he3", "--teacher", "he3", "--k", 3)
-    # beta_c = (p-2)/(k+p-2) = 1/4 for p = k = 3 (THEORY §5.6)
+    # beta_c = (p-2)/(k+p-2) = 1/4 for p = k = 3 (theory/simsek2025/equations.md)
     assert out["beta_c"] == pytest.approx(0.25, abs=1e-12)
     assert out["kind_below"] == "saddle" and out["kind_above"] == "minimum"
     assert out["exact"] == "1/4"
@@ -249,7 +249,7 @@ def test_loss_latex_labels_once():
 def test_fixed_points_he4():
     out = ok_json("fixed-points", "--student", "he4", "--teacher", "he4", "--k", 2)
     pts = out["points"]
-    # THEORY §5.8 (g = t^4, orthogonal): |S| = 1 -> all eigenvalues +4 (minimum, loss -1);
+    # theory/simsek2025/equations.md (g = t^4, orthogonal): |S| = 1 -> all eigenvalues +4 (minimum, loss -1);
     # |S| = 2 -> {-4 (x1), +2 (rest)} (saddle, loss -1/2); plus the degenerate equator
     by_kind = {}
     for p in pts:
@@ -496,7 +496,7 @@ def test_usage_errors_in_process(argv, fragment, capsys, tmp_path, monkeypatch):
 
 # -- spiked covariance (arXiv 2309.03843) through the CLI --------------------------------------
 def test_predict_spiked_stall_and_escape():
-    # THEORY §5.16: at kappa = 50 < kappa_crit(d = 1000) = 165.5 the spherical flow stalls, the
+    # theory/mousavi2023/equations.md: at kappa = 50 < kappa_crit(d = 1000) = 165.5 the spherical flow stalls, the
     # normalized flow escapes
     base = ("predict", "--model", "spiked", "--covariance", "spiked:kappa=50,align=1", "--d", "1000", "--a-star", "-1")
     sph = ok_json(*base, "--flow", "spherical")
@@ -582,7 +582,7 @@ def test_predict_reuse_vs_online():
     out = ok_json("predict", "--model", "single-index", "--reuse", 2, "--student", "tanh", "--teacher", "he3",
                   "--d", 2000)
     assert out["model"] == "reuse" and out["eta_tilde"] == pytest.approx(0.5, rel=1e-12)
-    assert out["drift_coefficients"][0] == pytest.approx(-0.05564, abs=1e-5)    # THEORY §5.14
+    assert out["drift_coefficients"][0] == pytest.approx(-0.05564, abs=1e-5)    # theory/lee2024/equations.md
     assert out["effective_exponent"] == 1 and out["information_exponent"] == 3
     assert np.isfinite(out["predicted_samples"]["reuse"])
     assert out["predicted_samples"]["online (reuse 1, same step)"] is None      # stalls (JSON null = inf)

@@ -53,6 +53,8 @@ BAD = [
     (["simulate", "--model", "committee", "--t-end", "1e12"], 2, "--max-steps"),
     (["simulate", "--t-end", "1", "--max-steps", "10"], 2, "max_steps"),
     (["predict", "--model", "single-index", "--reuse", "1e12"], 2, "reuse"),
+    (["predict", "--model", "committee", "--t-end", "1e6", "--max-ode-steps", "50"], 1, "--max-ode-steps"),
+    (["predict", "--t-end", "1e12", "--max-ode-steps", "20"], 1, "max_steps"),
     # flags that do not apply are errors, not ignored
     (["loss", "--gram", "orthogonal", "--beta", "0.3"], 2, "--beta"),
     (["predict", "--noise", "0.1"], 2, "--noise"),
@@ -203,3 +205,30 @@ def test_fuzz_flags(verb, tmp_path, monkeypatch):
             assert len(lines) >= 1 and "internal error" not in text, (argv, text)
 
     check()
+
+
+def test_ode_progress_line_off_a_terminal(capsys):
+    """A long ODE solve says so on stderr (plain lines when stderr is not a terminal)."""
+    import io
+
+    import numpy as np
+
+    import popdyn
+    from popdyn import _progress
+
+    problem = popdyn.MultiIndexProblem("he3", "he3", np.eye(2), n_neurons=1)
+    stream = io.StringIO()
+    original = _progress.Progress.__init__
+
+    def forced(self, *args, **kwargs):  # show lines at once, every call, on our stream
+        kwargs.update(enabled=True, stream=stream, interval=0.0)
+        original(self, *args, **kwargs)
+
+    _progress.Progress.__init__ = forced
+    try:
+        popdyn.integrate(problem, np.array([0.3, 0.1]), 50.0)
+    finally:
+        _progress.Progress.__init__ = original
+    lines = stream.getvalue().splitlines()
+    assert lines and lines[0].startswith("ODE to t_end = 50: permille")
+    assert "1000/1000" in lines[-1] and "done in" in lines[-1]

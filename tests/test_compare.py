@@ -1,7 +1,7 @@
 """popdyn.compare: the overlap ODE against the finite-d simulation from the same start.
 
 * ``algorithm="gf"``: the d-dimensional gradient flow and the u-ODE are the same
-  dynamics (THEORY.md §5.13), so the deviation is integration error only.
+  dynamics (theory/simsek2025/equations.md), so the deviation is integration error only.
 * ``algorithm="sgd"``/``"gd"``: the result fields are consistent with the two
   trajectories they summarise (recomputed here), the ODE carries the online-SGD
   correction, and all replicas share the initial state.
@@ -172,7 +172,7 @@ def test_ode_side_is_the_corrected_ode(small_run):
     u0 = np.asarray(res.meta["u0"])
     t = res.simulation.t
     if opts["algorithm"] == "sgd":
-        # online SGD: the ODE carries -eta (d-1)/(2B) C(u) u (THEORY §1.6)
+        # online SGD: the ODE carries -eta (d-1)/(2B) C(u) u (theory/bagj2021/equations.md)
         assert res.meta["ode_correction"] == "eta*(d-1)/(2B) C(u) u"
         ref = integrate(prob, u0, float(t[-1]), times=t, eta=opts["eta"], d=40, batch=opts["batch"])
         plain = integrate(prob, u0, float(t[-1]), times=t)

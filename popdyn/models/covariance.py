@@ -23,7 +23,8 @@ Population loss and gradient
 ----------------------------
 With :math:`s = \sqrt{w^\top\Sigma w}` and :math:`m_\Sigma(w) = w^\top\Sigma u/s` the pair
 :math:`(\langle w,x\rangle/s, \langle u,x\rangle)` is standard Gaussian with correlation
-:math:`m_\Sigma`, so (THEORY.md §2.3, with :math:`F(m) = a^*\sum_j c_j(\phi)\,\alpha_j m^j`)
+:math:`m_\Sigma`, so (theory/mousavi2023/equations.md, "Reconstructed model and derived facts", with
+:math:`F(m) = a^*\sum_j c_j(\phi)\,\alpha_j m^j`)
 
 .. math::
 
@@ -54,7 +55,7 @@ two, which is why :class:`~popdyn.models.spiked.SpikedProblem` closes on
 :math:`p, S, m_\Sigma` are derived (:meth:`~CovarianceProblem.overlaps`,
 :meth:`~CovarianceProblem.with_overlaps`).  Exception: the preconditioned flow is the
 isotropic flow in whitened coordinates, so :math:`\dot m_\Sigma = (1 - m_\Sigma^2)
-F'(m_\Sigma)/s^2` with :math:`s` conserved, for any :math:`\Sigma` (THEORY.md §2.3,
+F'(m_\Sigma)/s^2` with :math:`s` conserved, for any :math:`\Sigma` (theory/mousavi2023/equations.md,
 checked in ``tests/test_covariance.py``).
 
 Limits: the cost per right-hand side is :math:`O(d^2)` (dense mat-vec), set-up
@@ -223,6 +224,8 @@ class CovarianceProblem:
 
     ode_model = "covariance"
     ode_state_names = ("w",)
+    #: compare and plot draw these overlaps of the d-dimensional weight (:meth:`with_overlaps`).
+    plot_overlaps = ("m_sigma", "p", "S")
 
     def __post_init__(self):
         s = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
@@ -282,7 +285,7 @@ class CovarianceProblem:
     # -- geometry ---------------------------------------------------------------------------
     def effective_dimension(self) -> float:
         r""":math:`d_{\rm eff} = \operatorname{tr}(\Sigma)(u^\top\Sigma u)/(u^\top\Sigma^2u)`
-        (THEORY.md §2.3): :math:`1/d_{\rm eff}` approximates :math:`E[m_\Sigma(w_0)^2]` for a
+        (theory/mousavi2023/equations.md): :math:`1/d_{\rm eff}` approximates :math:`E[m_\Sigma(w_0)^2]` for a
         uniform :math:`w_0` (leading order in :math:`\|\Sigma\|_{op}/\operatorname{tr}\Sigma`)."""
         return float(np.trace(self.sigma) / (self.sigma_u @ self.sigma_u))
 
@@ -443,7 +446,7 @@ class CovarianceProblem:
         Returns ``inf`` when the flow stalls: :math:`|m_\Sigma|` falls below ``stall_factor``
         times its initial value (attracted to the equator), the flow settles at a fixed point
         below ``level`` (:math:`t\,\|\dot w\|/\|w\| < ` ``settle_tol`` after having been
-        larger; e.g. the biased end point of the spherical flow, THEORY.md §2.3), or ``t_max``
+        larger; e.g. the biased end point of the spherical flow, theory/mousavi2023/equations.md), or ``t_max``
         passes.  On the slow plateau of an escape :math:`t\,\|\dot w\|/\|w\|` stays of order
         :math:`|m_\Sigma|`, while at a stable fixed point it decays exponentially, so the
         settle test does not stop a slow escape.

@@ -8,8 +8,8 @@ Model
 * Student: ``N`` neurons :math:`w_i` on the unit sphere, :math:`f(x)=\sum_i \sigma(w_i\cdot x)`,
   **correlation loss** :math:`L = -E[f(x) f^*(x)] = \sum_i \ell(w_i)`; the neurons decouple.
 
-Population loss of one neuron (Hermite correlation identity, DESIGN.md §1)
----------------------------------------------------------------------------
+Population loss of one neuron (Hermite correlation identity, ``popdyn.__doc__``)
+--------------------------------------------------------------------------------
 With :math:`u = V w \in \mathbb{R}^k` (so :math:`u_j = v_j\cdot w`, :math:`\|w\| = 1`):
 
 .. math::
@@ -20,7 +20,7 @@ With :math:`u = V w \in \mathbb{R}^k` (so :math:`u_j = v_j\cdot w`, :math:`\|w\|
 Spherical gradient flow
 -----------------------
 :math:`\dot w = -(I - w w^\top)\nabla \ell(w) = (I - ww^\top) V^\top \phi'(u)`, which closes
-in ``u`` (THEORY.md §1.7, verified there to 1e-10 against a d = 12 flow):
+in ``u`` (theory/simsek2025/equations.md; checked against the d-dimensional flow in the tests):
 
 .. math::
 
@@ -370,6 +370,16 @@ class MultiIndexProblem:
     ode_model = "multi_index"
     #: One state array, the overlaps ``u`` of shape ``(N, k)``.
     ode_state_names = ("u",)
+    #: How compare and plot present this model: one panel per neuron for ``u``; the
+    #: online-SGD term the ODE adds (arXiv 2411.08798 conventions, package docstring).
+    plot_unit_overlap = "u"
+    ode_correction_label = "eta*(d-1)/(2B) C(u) u"
+
+    def end_labels(self, state) -> list:
+        """Where each neuron ends: ``"+v1"``, ``"-v3"`` or ``"none"`` (:func:`popdyn.compare.final_directions`)."""
+        from ..compare import final_directions
+
+        return final_directions(np.asarray(state["u"]))
 
     def ode_initial_state(self, u0) -> dict:
         r"""Validate the initial overlaps and return ``{"u": array (N, k)}``.
@@ -448,6 +458,12 @@ class MultiIndexProblem:
     def ode_escape_observable(self, state) -> np.ndarray:
         r"""Per-neuron :math:`\max_j |u_{ij}|`, shape ``(N,)`` (escape from the equator)."""
         return np.max(np.abs(state["u"]), axis=-1)
+
+    def ode_escape_bound(self) -> tuple:
+        r"""``(bound, reason)``: :math:`|u_j| = |v_j\cdot w| \le \|v_j\| = \sqrt{G_{jj}}`
+        on the unit sphere, so an ``escape_level`` above :math:`\max_j\sqrt{G_{jj}}` is never reached."""
+        bound = float(np.sqrt(np.max(np.diag(self.G))))
+        return bound, f"|u_j| <= sqrt(G_jj) <= {bound:.6g} on the unit sphere"
 
     def ode_unit_speed(self, deriv) -> np.ndarray:
         r"""Per-neuron speed :math:`\|\dot u_i\|_2`, shape ``(N,)`` (convergence test)."""
@@ -823,7 +839,7 @@ def population_loss_expr(problem: MultiIndexProblem):
         \qquad u_j = v_j\cdot w,\ \|w\| = 1,
 
     from the correlation identity :math:`E[h_p(w\cdot x) h_q(v\cdot x)] = \delta_{pq}
-    (w\cdot v)^p` (DESIGN.md §1; arXiv 2411.08798).
+    (w\cdot v)^p` (``popdyn.__doc__``; arXiv 2411.08798).
 
     * Complete when, for every ``j``, the student or :math:`\sigma^*_j` is a polynomial
       of degree ``<= problem.degree`` (the product series stops).
@@ -929,3 +945,12 @@ def loss_report(problem: MultiIndexProblem, latex: bool = False) -> dict:
         "note": note,
         "problem": problem.describe(),
     }
+
+
+def _register() -> None:
+    from ..simulate import register_stepper
+
+    register_stepper(MultiIndexProblem, "popdyn.models.multi_index_sim:MultiIndexStepper", engine="full")
+
+
+_register()

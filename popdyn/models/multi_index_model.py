@@ -1,0 +1,136 @@
+"""The multi-index model's declaration for the command line, ``compare`` and sweeps.
+
+Spherical student neurons under the correlation loss with a multi-index teacher
+(arXiv 2411.08798): the options that build a :class:`~popdyn.models.multi_index.MultiIndexProblem`
+and what ``popdyn predict --model multi-index`` reports (the u-ODE from a drawn or given
+start, final directions, escape times).
+"""
+
+from __future__ import annotations
+
+from ..model import Model, Option, Prediction, check_level, ode_options, parse_init
+
+__all__ = ["MODEL", "build_problem", "DEFAULT_K"]
+
+#: Default number of index vectors.
+DEFAULT_K = 3
+#: Default predict horizon (the escapes of the README examples happen by t ~ 10).
+DEFAULT_T_END = 20.0
+
+
+def build_problem(opts, *, n_neurons=None):
+    """A :class:`MultiIndexProblem` from ``student, teacher, k, gram, beta, degree, neurons``."""
+    import numpy as np
+
+    from .._budget import check_memory, nbytes
+    from .multi_index import MultiIndexProblem, gram
+
+    student = opts.student or "he3"
+    teacher = opts.teacher or "he3"
+    d = getattr(opts, "d", None)
+    if opts.gram in ("orthogonal", "equiangular", "random"):
+        k = DEFAULT_K if opts.k is None else opts.k
+        check_memory(nbytes(k, k), driver="k", value=k, what="the k x k Gram matrix", flag="--k")
+        if opts.gram == "random" and d is not None:
+            check_memory(nbytes(k, d), driver="d", value=d, what="the k x d index vectors", flag="--d")
+        G = gram(opts.gram, k, beta=opts.beta, d=d, rng=opts.seed)
+    else:
+        try:
+            G = np.loadtxt(opts.gram, ndmin=2)
+        except OSError as exc:
+            raise ValueError(f"`--gram` must be orthogonal, equiangular, random or a readable text file; "
+                             f"could not read {opts.gram!r}: {(exc.strerror or str(exc)).rstrip('.')}.") from None
+        if opts.k is not None and opts.k != G.shape[0]:
+            raise ValueError(f"`--k` ({opts.k}) does not match the {G.shape[0]}x{G.shape[0]} Gram matrix in "
+                             f"{opts.gram!r}; omit --k to take k from the file.")
+        G = gram("custom", G.shape[0], G=G)
+    n = n_neurons if n_neurons is not None else getattr(opts, "neurons", 1)
+    return MultiIndexProblem(student, teacher, G, n_neurons=n, degree=opts.degree)
+
+
+def _validate(opts, given) -> None:
+    if "beta" in given and opts.gram != "equiangular":
+        raise ValueError(f"`--beta` applies with `--gram equiangular` only, got --gram {opts.gram}.")
+    if "u0" in given:
+        clash = [d for d in ("init",) + (("d",) if opts.gram != "random" else ()) if d in given]
+        if clash:
+            raise ValueError(f"`--{clash[0]}` is used to draw the initial overlaps; it does not apply with `--u0`, "
+                             "which gives them.")
+
+
+def _parse_u0(opts, problem):
+    import numpy as np
+
+    try:
+        u0 = np.array([[float(x) for x in row.split(",")] for row in opts.u0.split(";")])
+    except ValueError:
+        raise ValueError(f"`--u0` must be rows of comma-separated numbers separated by ';', got {opts.u0!r}.") from None
+    if "neurons" in opts.given and u0.shape[0] != opts.neurons:
+        raise ValueError(f"`--u0` has {u0.shape[0]} rows (one per neuron) but `--neurons` = {opts.neurons}; "
+                         "omit --neurons to take the count from --u0.")
+    if u0.shape[1] != problem.k:
+        raise ValueError(f"`--u0` must have shape (neurons, k) with k = {problem.k} (one entry per index vector), "
+                         f"got shape {u0.shape}.")
+    return u0
+
+
+def _predict(problem, opts) -> Prediction:
+    import numpy as np
+
+    from ..compare import final_directions
+    from ..ode import integrate
+    from ..simulate import initial_state
+
+    if opts.u0 is not None:
+        u0 = _parse_u0(opts, problem)
+    else:
+        _, _, u0 = initial_state(problem, opts.d, init=parse_init(opts.init), rng=opts.seed)
+        u0 = np.asarray(u0).reshape(-1, problem.k)
+    traj = integrate(problem, u0, DEFAULT_T_END if opts.t_end is None else opts.t_end,
+                     escape_level=opts.escape_level, escape_terminal=False, **ode_options(opts))
+    out = {"model": "multi-index", "t_final": float(traj.t[-1]), "time_unit": traj.time_unit, "u0": u0.tolist(),
+           "u_final": traj.final("u")[0].tolist(), "directions": final_directions(traj.final("u")[0]),
+           "status": traj.status, "message": traj.message}
+    if opts.escape_level is not None:
+        out["escape_times"] = np.asarray(traj.events.get("escape", [])).tolist()
+    lines = [f"ODE to t = {out['t_final']:.6g} ({out['time_unit']}): {traj.message}"]
+    for i, (a, b, c) in enumerate(zip(out["u0"], out["u_final"], out["directions"])):
+        lines.append(f"  neuron {i + 1}: u0 = {np.round(a, 4).tolist()} -> u = {np.round(b, 4).tolist()}  ({c})")
+    if "escape_times" in out:
+        lines.append(f"  escape times (max_j |u_j| >= {opts.escape_level}): {out['escape_times']}")
+    return Prediction(out, lines, traj, "u")
+
+
+#: Options shared by every verb that builds this model (also used by ``loss`` and ``fixed-points``).
+PROBLEM_OPTIONS = (
+    Option("student", "str", None, "student activation spec (default he3)"),
+    Option("teacher", "str", None, "teacher activation spec (default he3)"),
+    Option("k", "int", None, f"number of index vectors (default {DEFAULT_K}, or the size of the --gram file)",
+           positive=True),
+    Option("gram", "str", "orthogonal",
+           "orthogonal | equiangular (with --beta) | random (in dimension --d) | a text file with G"),
+    Option("beta", "float", None, "overlap of equiangular index vectors"),
+    Option("degree", "int", None, "Hermite truncation for non-polynomial activations", positive=True),
+)
+
+MODEL = Model(
+    name="multi-index",
+    description="spherical neurons, correlation loss, multi-index teacher; u-ODE, fixed points, beta_c "
+                "(arXiv 2411.08798)",
+    papers=("2411.08798",),
+    options=PROBLEM_OPTIONS + (
+        Option("neurons", "int", 4, "student neurons N (default 4)", positive=True),
+        Option("u0", "str", None, "initial overlaps, rows 'u11,u12,...;u21,...' (default: drawn as in a simulation "
+                                  "in dimension --d with --init and --seed)", verbs=("predict",)),
+        Option("escape_level", "float", None, "record when max_j |u_j| first reaches this level in (0, 1)",
+               verbs=("predict",), check=check_level),
+    ),
+    uses={"predict": ("d", "seed", "init", "t_end", "out", "plot"),
+          "simulate": ("d", "seed", "init", "t_end", "eta", "delta", "batch", "algorithm", "n_samples", "replicas",
+                       "out", "checkpoint", "checkpoint_every", "engine"),
+          "compare": ("d", "seed", "init", "t_end", "eta", "delta", "batch", "algorithm", "n_samples", "replicas",
+                      "plot", "engine")},
+    build=build_problem,
+    predict=_predict,
+    validate=_validate,
+)
