@@ -69,8 +69,12 @@ def _finite_or_null(obj):
     return obj
 
 
-def _dump(obj) -> None:
-    from ._io import _json_default
+def _dump(obj, args=None) -> None:
+    """One JSON object on stdout; for the model verbs it embeds the problem spec and versions."""
+    from ._io import _json_default, versions
+
+    if args is not None and getattr(args, "command", None) in MODEL_VERBS and isinstance(obj, dict):
+        obj = {**obj, "spec": _spec(args), "versions": versions()}
 
     text = json.dumps(obj, default=_json_default)  # numpy -> python first
     json.dump(_finite_or_null(json.loads(text)), sys.stdout, indent=2, allow_nan=False)
@@ -252,7 +256,7 @@ def cmd_predict(args) -> int:
         plot_trajectory(pred.trajectory, pred.plot_name, args.plot)
         out["plot"] = args.plot
     if args.json:
-        _dump(out)
+        _dump(out, args)
         return EXIT_OK
     for line in pred.lines:
         print(line)
@@ -283,7 +287,7 @@ def cmd_simulate(args) -> int:
         traj.save(args.out)
         out["saved"] = args.out
     if args.json:
-        _dump(out)
+        _dump(out, args)
         return EXIT_OK
     print(f"{args.model}: {traj.message} d = {args.d}, {traj.n_replicas} replicas, engine {args.engine}, "
           f"t = {traj.t[-1]:.6g} ({traj.time_unit})")
@@ -327,7 +331,7 @@ def cmd_compare(args) -> int:
         plot_comparison(res, args.plot)
         out["plot"] = args.plot
     if args.json:
-        _dump(out)
+        _dump(out, args)
         return EXIT_OK
     m = res.meta
     print(f"ODE vs {m['algorithm']} in d = {m['d']} (eta = {m['eta']}, batch = {m['batch']}, "
@@ -526,6 +530,9 @@ def _add_model_verb(sub, verb: str, helptext: str, model) -> None:
     g.add_argument("--model", choices=sorted(model_names()), default=DEFAULT_MODEL,
                    help=f"the model family (default {DEFAULT_MODEL}); `popdyn {verb} --model NAME --help` lists its "
                         f"options. {listing}")
+    g.add_argument("--problem", metavar="FILE", default=None,
+                   help="JSON or TOML with {model, options} (or the 'spec' of a --json result): its options act as "
+                        "flags typed before the others")
     _add_options(p.add_argument_group(f"options of --model {model.name}"), model.options_for(verb))
     g = p.add_argument_group("run")
     uses = model.uses_for(verb)
@@ -783,6 +790,108 @@ def _install_warning_format() -> None:
         f"popdyn: warning: {_one_line(message)} ({category.__name__})\n")
 
 
+#: Verbs that build a model's problem and so take ``--problem FILE``.
+MODEL_VERBS = ("predict", "simulate", "compare")
+#: Largest problem file read (bytes): a spec is a few hundred bytes; this keeps a wrong
+#: path (a trajectory, a data set) from being read into memory.
+MAX_PROBLEM_FILE = 10**6
+
+
+def _expand_problem_file(argv: list) -> tuple[list, list]:
+    """``--problem FILE`` (JSON or TOML): its options become flags placed right after the
+    verb, so flags typed on the command line override them.
+
+    The file holds ``{"model": NAME, "options": {name: value, ...}}`` (the ``spec`` that
+    every ``--json`` result of these verbs embeds, so a result file reproduces its run) or
+    a flat ``{name: value}`` table.  Values are data: each goes through the flag's own
+    parser and checks, exactly as if typed.  Returns the expanded arguments and the ones the
+    user typed (only those count as "given" for the checks of conflicting options).
+    """
+    if "--problem" not in argv and not any(a.startswith("--problem=") for a in argv):
+        return argv, argv
+    argv = list(argv)
+    i = next(i for i, a in enumerate(argv) if a == "--problem" or a.startswith("--problem="))
+    if argv[i] == "--problem":
+        if i + 1 >= len(argv):
+            raise ValueError("`--problem` needs a FILE (.json or .toml).")
+        path = argv.pop(i + 1)
+    else:
+        path = argv[i].split("=", 1)[1]
+    argv.pop(i)
+    verb_at = next((j for j, a in enumerate(argv) if a in MODEL_VERBS), None)
+    if verb_at is None or verb_at > i:
+        raise ValueError(f"`--problem` goes after one of the verbs {', '.join(MODEL_VERBS)}.")
+    spec = _read_problem_file(path)
+    tokens = []
+    model = spec.get("model")
+    if model is not None and not isinstance(model, str):
+        raise ValueError(f"`--problem` {path!r}: `model` must be a name, got {type(model).__name__}.")
+    if model is not None:
+        tokens += ["--model", str(model)]
+    for key, value in spec.get("options", {}).items():
+        if not (isinstance(key, str) and key[:1].isalpha() and key.replace("-", "_").isidentifier()):
+            raise ValueError(f"`--problem` {path!r}: option names are words such as t_end or covariance, got "
+                             f"{str(key)[:40]!r}.")
+        if value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            tokens.append(flag)
+        elif isinstance(value, (int, float, str)):
+            tokens += [flag, str(value)]
+        else:
+            raise ValueError(f"`--problem` {path!r}: option {key!r} must be a number, a string or a boolean, "
+                             f"got {type(value).__name__}.")
+    return argv[: verb_at + 1] + tokens + argv[verb_at + 1:], argv
+
+
+def _read_problem_file(path: str) -> dict:
+    import os
+
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_PROBLEM_FILE:
+            raise ValueError(f"`--problem` {path!r} is {size} bytes; a problem file is at most {MAX_PROBLEM_FILE}.")
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        raise ValueError(f"`--problem` {path!r} cannot be read: {(exc.strerror or str(exc)).rstrip('.')}.") from None
+    try:
+        if path.lower().endswith(".toml"):
+            import tomllib
+
+            data = tomllib.loads(raw.decode("utf-8"))
+        else:
+            data = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"`--problem` {path!r} is not valid {'TOML' if path.lower().endswith('.toml') else 'JSON'}: "
+                         f"{_one_line(exc)[:120]}.") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"`--problem` {path!r} must hold a table of options, got {type(data).__name__}.")
+    if "spec" in data and isinstance(data["spec"], dict):  # a popdyn --json result
+        data = data["spec"]
+    if "options" in data:
+        if not isinstance(data["options"], dict):
+            raise ValueError(f"`--problem` {path!r}: `options` must be a table.")
+        extra = set(data) - {"options", "model", "command"}
+        if extra:
+            raise ValueError(f"`--problem` {path!r}: unknown keys {sorted(extra)}; expected model, options.")
+        return {"model": data.get("model"), "options": data["options"]}
+    return {"model": data.get("model"), "options": {k: v for k, v in data.items() if k != "model"}}
+
+
+def _spec(args) -> dict:
+    """The complete problem spec of a model verb: enough to rerun it (``--problem``)."""
+    from .model import COMMON_OPTIONS, get_model
+
+    model = get_model(args.model)
+    names = [o.name for o in model.options_for(args.command)] + sorted(model.uses_for(args.command))
+    names += [n for n in ("max_steps", "max_ode_steps") if hasattr(args, n)]
+    options = {n: getattr(args, n) for n in names if n not in ("out", "plot", "checkpoint") and hasattr(args, n)}
+    assert set(options) - set(COMMON_OPTIONS) - {o.name for o in model.options} <= {"max_steps", "max_ode_steps"}
+    return {"command": args.command, "model": model.name, "options": options}
+
+
 def main(argv=None) -> int:
     """Run the ``popdyn`` command line; return the exit code (0 ok, 1 numerical failure, 2 usage error).
 
@@ -794,6 +903,13 @@ def main(argv=None) -> int:
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv[: argv.index("--") if "--" in argv else len(argv)]
+    try:
+        argv, typed = _expand_problem_file(argv)
+    except ValueError as exc:
+        if debug:
+            raise
+        print(f"popdyn: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
     parser = build_parser(argv)
     verb = next((tok for tok in argv if tok in parser.commands), None)
     foreign = _foreign_option(argv, verb, _selected_model(argv)) if verb else None
@@ -813,7 +929,7 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     _install_warning_format()
     try:
-        args.given = _given_flags(parser.commands[args.command], argv)
+        args.given = _given_flags(parser.commands[args.command], typed)
         _check_applicable(args, args.given)
         _check_outputs(args)
         return int(args.func(args) or 0)

@@ -232,3 +232,51 @@ def test_ode_progress_line_off_a_terminal(capsys):
     lines = stream.getvalue().splitlines()
     assert lines and lines[0].startswith("ODE to t_end = 50: permille")
     assert "1000/1000" in lines[-1] and "done in" in lines[-1]
+
+
+def test_result_file_reproduces_its_run(tmp_path, capsys):
+    """Every --json result of predict/simulate/compare embeds its complete spec and versions;
+    `--problem RESULT.json` reruns it (flags typed after it override)."""
+    import json
+
+    argv = ["predict", "--model", "single-index", "--student", "tanh", "--d", "300", "--init", "0.2", "--t-end", "2",
+            "--json"]
+    assert main(argv) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["spec"]["model"] == "single-index" and first["spec"]["options"]["student"] == "tanh"
+    assert {"popdyn", "numpy", "scipy", "python"} <= set(first["versions"])
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps(first))
+    assert main(["predict", "--problem", str(path), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["m_final"] == first["m_final"] and again["spec"] == first["spec"]
+    assert main(["predict", "--problem", str(path), "--t-end", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["t_final"] == 1.0
+    toml = tmp_path / "p.toml"
+    toml.write_text('model = "committee"\n[options]\nK = 3\nt_end = 2\n')
+    assert main(["predict", "--problem", str(toml), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["problem"]["K"] == 3
+
+
+@pytest.mark.parametrize("content,needle", [
+    (None, "cannot be read"),
+    ("{not json", "not valid JSON"),
+    ('[1, 2]', "table of options"),
+    ('{"options": {"k": [1, 2]}}', "must be a number"),
+    ('{"options": {"noise": 0.1}}', "--noise"),
+    ('{"options": {"__class__": 1}}', "__class__"),
+    ('{"options": 3}', "`options` must be a table"),
+    ('{"options": {}, "eval": 1}', "unknown keys"),
+    ('{"model": "nope"}', "--model"),
+])
+def test_bad_problem_files(content, needle, tmp_path, capsys):
+    path = tmp_path / "spec.json"
+    if content is not None:
+        path.write_text(content)
+    try:
+        code = main(["predict", "--problem", str(path)])
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert needle in err, err
