@@ -18,17 +18,11 @@ from ._version import __version__
 from ._budget import DEFAULT_MAX_STEPS
 
 EXIT_OK, EXIT_NUMERICAL, EXIT_USAGE = 0, 1, 2
-#: The model of ``predict``/``simulate``/``compare`` when ``--model`` is not given.
-DEFAULT_MODEL = "multi-index"
 #: ``predict --max-ode-steps`` default: the ODEs here take 10^2 - 10^4 adaptive steps to
 #: their default horizons (the stiff ones switch to an implicit method); 10^6 steps is
 #: minutes for the cheap right-hand sides, and a solve that needs more is reported with how
 #: far it got instead of running on unannounced.
 DEFAULT_MAX_ODE_STEPS = 10**6
-#: ``fixed-points --random-starts`` cap: one root search costs ~6 ms on 2 cores (2000 starts
-#: in 12 s), so 1e5 starts is ~10 minutes, far more than the few hundred that find every
-#: fixed point of the flows here.
-MAX_RANDOM_STARTS = 10**5
 
 
 #: Longest error message printed (characters): a message echoing a huge user string
@@ -169,60 +163,18 @@ def cmd_activations(args) -> int:
     return EXIT_OK
 
 
-def cmd_threshold(args) -> int:
-    from .threshold import threshold
-
-    res = threshold(args.student, args.teacher, args.k, method=args.method, degree=args.degree)
-    if args.json:
-        _dump(res.as_dict())
+def _model_command(command):
+    """The ``func`` of a command a model declares (:class:`popdyn.model.Command`)."""
+    def run(args) -> int:
+        report = command.run(args)
+        if args.json:
+            _dump(report.out)
+            return EXIT_OK
+        for line in report.lines:
+            print(line)
         return EXIT_OK
-    print(f"student {res.student}, teacher {res.teacher}, k = {res.k}, equiangular G")
-    print(f"beta_c      {_fmt(res.beta_c)}" + (f"   (exact: {res.as_dict()['exact']})" if res.exact is not None else ""))
-    print(f"kind below  {res.kind_below}")
-    print(f"kind above  {res.kind_above}")
-    print(f"method      {res.method}")
-    print(res.message)
-    return EXIT_OK
 
-
-def cmd_fixed_points(args) -> int:
-    from .fixedpoints import fixed_points
-
-    problem = _multi_index_problem(args)
-    if args.random_starts > MAX_RANDOM_STARTS:
-        raise ValueError(f"`--random-starts` must be at most {MAX_RANDOM_STARTS} (each start is one root search, "
-                         f"~6 ms on 2 cores), got {args.random_starts}.")
-    fps = fixed_points(problem, n_random=args.random_starts, rng=args.seed)
-    if args.json:
-        _dump(fps.as_dict())
-        return EXIT_OK
-    print(fps.summary())
-    return EXIT_OK
-
-
-def cmd_loss(args) -> int:
-    from .models.multi_index import loss_report
-
-    rep = loss_report(_multi_index_problem(args), latex=args.latex)
-    if args.json:
-        _dump(rep)
-        return EXIT_OK
-    print("one-neuron correlation loss  l(u) = -E[sigma(w.x) f*(x)],  u_j = v_j . w")
-    print(f"  {rep['latex']}" if args.latex else f"  l(u) = {rep['expr']}")
-    print("spherical gradient flow  du/dt = G g(u) - u (u.g(u))")
-    vel = rep["velocity_latex"] if args.latex and rep.get("velocity_latex") else rep["velocity"]
-    for j, v in enumerate(vel):
-        print(f"  {v}" if args.latex and rep.get("velocity_latex") else f"  du_{j + 1}/dt = {v}")
-    print(rep["note"])
-    return EXIT_OK
-
-
-def _multi_index_problem(args):
-    """``loss`` / ``fixed-points``: one neuron of the multi-index model from its options."""
-    from .models.multi_index_model import MODEL, build_problem
-
-    MODEL.validate(args, getattr(args, "given", set()))
-    return build_problem(args, n_neurons=1)
+    return run
 
 
 def _prepare(args, verb: str):
@@ -498,37 +450,28 @@ def _add_options(group, options) -> None:
                                metavar=metavar)
 
 
-def _add_problem_args(p) -> None:
-    """``loss`` / ``fixed-points``: the multi-index model's problem options and a seed."""
-    from .models.multi_index_model import PROBLEM_OPTIONS
-
-    g = p.add_argument_group("model (multi-index teacher, spherical student, correlation loss)")
-    _add_options(g, PROBLEM_OPTIONS)
-    g.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
-
-
 def _selected_model(argv) -> str:
     """The ``--model`` value in ``argv`` (the default model when absent or unknown)."""
-    from .model import model_names
+    from .model import default_model, model_names
 
-    name = DEFAULT_MODEL
+    name = default_model()
     for i, tok in enumerate(argv):
         if tok == "--model" and i + 1 < len(argv):
             name = argv[i + 1]
         elif tok.startswith("--model="):
             name = tok.split("=", 1)[1]
-    return name if name in model_names() else DEFAULT_MODEL
+    return name if name in model_names() else default_model()
 
 
 def _add_model_verb(sub, verb: str, helptext: str, model) -> None:
     """``predict`` / ``simulate`` / ``compare``: the verb's own options plus ``model``'s."""
-    from .model import model_names, models
+    from .model import default_model, model_names, models
 
     p = sub.add_parser(verb, help=helptext, description=helptext)
     g = p.add_argument_group("model")
     listing = "; ".join(f"{n}: {m.description}" for n, m in sorted(models().items()))
-    g.add_argument("--model", choices=sorted(model_names()), default=DEFAULT_MODEL,
-                   help=f"the model family (default {DEFAULT_MODEL}); `popdyn {verb} --model NAME --help` lists its "
+    g.add_argument("--model", choices=sorted(model_names()), default=default_model(),
+                   help=f"the model family (default {default_model()}); `popdyn {verb} --model NAME --help` lists its "
                         f"options. {listing}")
     g.add_argument("--problem", metavar="FILE", default=None,
                    help="JSON or TOML with {model, options} (or the 'spec' of a --json result): its options act as "
@@ -622,29 +565,20 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_activations)
 
-    p = sub.add_parser("threshold", help="beta_c: where the average point of equiangular index vectors turns "
-                                         "from saddle to minimum (arXiv 2411.08798)")
-    p.add_argument("--student", required=True, help="student activation spec")
-    p.add_argument("--teacher", required=True, help="teacher activation spec")
-    p.add_argument("--k", type=_pos_int, required=True, help="number of index vectors")
-    p.add_argument("--method", default="auto", choices=["auto", "exact", "series", "hessian"],
-                   help="exact (sympy, polynomials), series (F(beta) sign scan), hessian (any pair); default auto")
-    p.add_argument("--degree", type=_pos_int, default=None, help="Hermite truncation for non-polynomial activations")
-    _add_common(p)
-    p.set_defaults(func=cmd_threshold)
+    from .model import models
 
-    p = sub.add_parser("fixed-points", help="fixed points of the spherical flow of one neuron, classified by "
-                                            "their Riemannian Hessian (arXiv 2411.08798)")
-    _add_problem_args(p)
-    p.add_argument("--random-starts", type=_nonneg_int, default=200, help="random root-finding starts (default 200)")
-    _add_common(p)
-    p.set_defaults(func=cmd_fixed_points)
-
-    p = sub.add_parser("loss", help="closed-form one-neuron loss and u-ODE of the multi-index model (sympy)")
-    _add_problem_args(p)
-    p.add_argument("--latex", action="store_true", help="print LaTeX")
-    _add_common(p)
-    p.set_defaults(func=cmd_loss)
+    for m in sorted(models().values(), key=lambda m: m.name):
+        for command in m.commands:
+            p = sub.add_parser(command.name, help=command.help, description=command.help)
+            for o in command.options:
+                if o.kind == "bool":
+                    p.add_argument(o.flag, dest=o.name, action="store_true", help=o.help)
+                else:
+                    p.add_argument(o.flag, dest=o.name, type=_option_type(o), default=o.default, help=o.help,
+                                   required=o.required,
+                                   metavar="{" + ",".join(map(str, o.choices)) + "}" if o.choices else None)
+            _add_common(p)
+            p.set_defaults(func=_model_command(command))
 
     from .model import get_model
 

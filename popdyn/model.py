@@ -31,7 +31,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Option", "Model", "Prediction", "register_model", "get_model", "model_names", "models",
+__all__ = ["Option", "Model", "Command", "Prediction", "default_model", "register_model", "get_model", "model_names", "models",
            "ENTRY_POINT_GROUP", "COMMON_OPTIONS"]
 
 #: Entry-point group through which packages register their :class:`Model` objects.
@@ -72,6 +72,8 @@ class Option:
     check : callable, optional
         ``check(value)`` raises ``ValueError`` (a message without the flag) for values the
         bounds cannot express.
+    required : bool
+        The flag must be given.
     """
 
     name: str
@@ -85,6 +87,7 @@ class Option:
     verbs: tuple = ("predict", "simulate", "compare")
     flag: str | None = None
     check: Callable | None = None
+    required: bool = False
 
     def __post_init__(self):
         if not self.name.isidentifier():
@@ -150,6 +153,21 @@ class Prediction:
 
 
 @dataclasses.dataclass(frozen=True)
+class Command:
+    """A command of its own that a model adds to the command line (``popdyn NAME ...``).
+
+    ``run(args) -> Prediction`` computes and returns the JSON-ready dict and the text lines
+    (``trajectory`` unused); ``options`` are its flags, ``papers`` go to ``--cite``.
+    """
+
+    name: str
+    help: str
+    options: tuple = ()
+    run: Callable | None = None
+    papers: tuple = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class Model:
     """A model family as the engines and the command line see it (module docstring)."""
 
@@ -164,6 +182,8 @@ class Model:
     validate: Callable | None = None
     step_size: Callable | None = None
     compare: bool = True
+    commands: tuple = ()
+    default: bool = False
 
     def __post_init__(self):
         if not self.name or any(c.isspace() for c in self.name):
@@ -300,3 +320,11 @@ def check_level(value: float) -> None:
     if not 0.0 < value < 1.0:
         raise ValueError(f"must lie in (0, 1) (overlaps of unit vectors are at most 1 in absolute value), "
                          f"got {value:g}")
+
+
+def default_model() -> str:
+    """The model that ``predict``/``simulate``/``compare`` use without ``--model`` (the one
+    declared ``default=True``; else the first name in alphabetical order)."""
+    table = models()
+    marked = sorted(name for name, m in table.items() if m.default)
+    return marked[0] if marked else min(table)

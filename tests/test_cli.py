@@ -420,8 +420,8 @@ def test_main_maps_numerical_error_to_1(monkeypatch, capsys):
     def boom(args):
         raise NumericalError("integrator could not meet its tolerance", time=1.5)
 
-    monkeypatch.setattr(cli, "cmd_threshold", boom)
-    assert cli.main(["threshold", "--student", "he3", "--teacher", "he3", "--k", "3"]) == cli.EXIT_NUMERICAL == 1
+    monkeypatch.setattr(cli, "cmd_hermite", boom)
+    assert cli.main(["hermite", "he3"]) == cli.EXIT_NUMERICAL == 1
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == "popdyn: numerical failure: integrator could not meet its tolerance (at t = 1.5)\n"
@@ -432,8 +432,8 @@ def test_main_maps_bad_input_to_2(monkeypatch, capsys, exc):
     def boom(args):
         raise exc
 
-    monkeypatch.setattr(cli, "cmd_threshold", boom)
-    assert cli.main(["threshold", "--student", "he3", "--teacher", "he3", "--k", "3"]) == cli.EXIT_USAGE == 2
+    monkeypatch.setattr(cli, "cmd_hermite", boom)
+    assert cli.main(["hermite", "he3"]) == cli.EXIT_USAGE == 2
     assert capsys.readouterr().err == f"popdyn: error: {exc}\n"
 
 

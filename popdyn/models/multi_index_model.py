@@ -8,7 +8,7 @@ start, final directions, escape times).
 
 from __future__ import annotations
 
-from ..model import Model, Option, Prediction, check_level, ode_options, parse_init
+from ..model import Command, Model, Option, Prediction, check_level, ode_options, parse_init
 
 __all__ = ["MODEL", "build_problem", "DEFAULT_K"]
 
@@ -113,6 +113,77 @@ PROBLEM_OPTIONS = (
     Option("degree", "int", None, "Hermite truncation for non-polynomial activations", positive=True),
 )
 
+#: ``fixed-points --random-starts`` cap: one root search costs ~6 ms on 2 cores (2000 starts
+#: in 12 s), so 1e5 starts is ~10 minutes, far more than the few hundred that find every
+#: fixed point of the flows here.
+MAX_RANDOM_STARTS = 10**5
+
+
+def _one_neuron(args):
+    _validate(args, getattr(args, "given", set()))
+    return build_problem(args, n_neurons=1)
+
+
+def _fmt(x, digits: int = 12) -> str:
+    return "-" if x is None else f"{x:.{digits}g}" if isinstance(x, float) else str(x)
+
+
+def _run_threshold(args) -> Prediction:
+    from ..threshold import threshold
+
+    res = threshold(args.student, args.teacher, args.k, method=args.method, degree=args.degree)
+    exact = f"   (exact: {res.as_dict()['exact']})" if res.exact is not None else ""
+    lines = [f"student {res.student}, teacher {res.teacher}, k = {res.k}, equiangular G",
+             f"beta_c      {_fmt(res.beta_c)}{exact}", f"kind below  {res.kind_below}",
+             f"kind above  {res.kind_above}", f"method      {res.method}", res.message]
+    return Prediction(res.as_dict(), lines)
+
+
+def _run_fixed_points(args) -> Prediction:
+    from ..fixedpoints import fixed_points
+
+    fps = fixed_points(_one_neuron(args), n_random=args.random_starts, rng=args.seed)
+    return Prediction(fps.as_dict(), [fps.summary()])
+
+
+def _run_loss(args) -> Prediction:
+    from .multi_index import loss_report
+
+    rep = loss_report(_one_neuron(args), latex=args.latex)
+    lines = ["one-neuron correlation loss  l(u) = -E[sigma(w.x) f*(x)],  u_j = v_j . w",
+             f"  {rep['latex']}" if args.latex else f"  l(u) = {rep['expr']}",
+             "spherical gradient flow  du/dt = G g(u) - u (u.g(u))"]
+    latex = args.latex and rep.get("velocity_latex")
+    for j, v in enumerate(rep["velocity_latex"] if latex else rep["velocity"]):
+        lines.append(f"  {v}" if latex else f"  du_{j + 1}/dt = {v}")
+    lines.append(rep["note"])
+    return Prediction(rep, lines)
+
+
+_SEED = Option("seed", "int", 0, "random seed (default 0)", minimum=0)
+COMMANDS = (
+    Command("threshold", "beta_c: where the average point of equiangular index vectors turns from saddle to minimum "
+                         "(arXiv 2411.08798)",
+            options=(Option("student", "str", None, "student activation spec", required=True),
+                     Option("teacher", "str", None, "teacher activation spec", required=True),
+                     Option("k", "int", None, "number of index vectors", positive=True, required=True),
+                     Option("method", "str", "auto", "exact (sympy, polynomials), series (F(beta) sign scan), "
+                                                     "hessian (any pair); default auto",
+                            choices=("auto", "exact", "series", "hessian")),
+                     Option("degree", "int", None, "Hermite truncation for non-polynomial activations",
+                            positive=True)),
+            run=_run_threshold, papers=("2411.08798",)),
+    Command("fixed-points", "fixed points of the spherical flow of one neuron, classified by their Riemannian "
+                            "Hessian (arXiv 2411.08798)",
+            options=PROBLEM_OPTIONS + (_SEED, Option("random_starts", "int", 200, "random root-finding starts "
+                                                     f"(default 200, at most {MAX_RANDOM_STARTS}: ~6 ms each)",
+                                                     minimum=0, maximum=MAX_RANDOM_STARTS)),
+            run=_run_fixed_points, papers=("2411.08798",)),
+    Command("loss", "closed-form one-neuron loss and u-ODE of the multi-index model (sympy)",
+            options=PROBLEM_OPTIONS + (_SEED, Option("latex", "bool", False, "print LaTeX")),
+            run=_run_loss, papers=("2411.08798",)),
+)
+
 MODEL = Model(
     name="multi-index",
     description="spherical neurons, correlation loss, multi-index teacher; u-ODE, fixed points, beta_c "
@@ -133,4 +204,6 @@ MODEL = Model(
     build=build_problem,
     predict=_predict,
     validate=_validate,
+    commands=COMMANDS,
+    default=True,
 )
