@@ -488,7 +488,7 @@ def _add_model_verb(sub, verb: str, helptext: str, model) -> None:
             p.set_defaults(**{dest: kwargs.get("default")})
 
     add("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
-    add("--d", type=_pos_int, default=None, help="dimension (default 500; a covariance FILE sets it)")
+    add("--d", type=_pos_int, default=None, help="dimension (default 500; a model may take it from its input, e.g. a covariance file)")
     add("--eta", type=_pos_float, default=None, help="step size (overrides --delta)")
     add("--delta", type=_pos_float, default=None,
                    help="step size in high-d units, eta = delta/d (default 0.5 when --eta is not given)")
@@ -497,8 +497,7 @@ def _add_model_verb(sub, verb: str, helptext: str, model) -> None:
     if verb == "predict":
         add("--batch", type=_pos_int, default=1, help="minibatch size (default 1)")
         add("--init", default="uniform", help="'uniform' (Haar on the sphere) or a warm-start scale m0 "
-                                                         "(single-index: the initial alignment; committee: weight "
-                                                         "scale)")
+                                              "(the model's initial overlap or weight scale)")
         add("--t-end", type=_pos_float, default=None,
                        help="final time (default: the model's; past the predicted escape where there is one)")
         add("--out", default=None, help="save the trajectory (.npz)")
@@ -649,7 +648,7 @@ def _check_applicable(args, given: set[str]) -> None:
 
 
 def _foreign_option(argv, verb: str, model_name: str):
-    """A usage error for an option of another model (``--noise`` without ``--model committee``), or None."""
+    """A usage error for an option of another model (one that only other models declare), or None."""
     from .model import models
 
     if verb not in ("predict", "simulate", "compare"):
@@ -764,7 +763,7 @@ def _expand_problem_file(argv: list) -> tuple[list, list]:
         tokens += ["--model", str(model)]
     for key, value in spec.get("options", {}).items():
         if not (isinstance(key, str) and key[:1].isalpha() and key.replace("-", "_").isidentifier()):
-            raise ValueError(f"`--problem` {path!r}: option names are words such as t_end or covariance, got "
+            raise ValueError(f"`--problem` {path!r}: option names are words such as t_end or seed, got "
                              f"{str(key)[:40]!r}.")
         if value is None or value is False:
             continue
