@@ -31,7 +31,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Option", "Model", "Command", "Prediction", "default_model", "register_model", "get_model", "model_names", "models",
+__all__ = ["Option", "Model", "Command", "Prediction", "default_model", "sgd_uses", "register_model", "get_model", "model_names", "models",
            "ENTRY_POINT_GROUP", "COMMON_OPTIONS"]
 
 #: Entry-point group through which packages register their :class:`Model` objects.
@@ -328,3 +328,17 @@ def default_model() -> str:
     table = models()
     marked = sorted(name for name, m in table.items() if m.default)
     return marked[0] if marked else min(table)
+
+
+#: The run options of an online-SGD model (the step and the start).
+STEP_OPTIONS = ("d", "seed", "init", "t_end", "eta", "delta", "batch")
+
+
+def sgd_uses(predict: tuple) -> dict:
+    """``Model.uses`` of a model whose ``simulate`` and ``compare`` are the generic engines:
+    ``predict`` uses the given run options; ``simulate`` and ``compare`` the step, the
+    algorithm, the replicas and the engine (and their outputs)."""
+    return {"predict": tuple(predict),
+            "simulate": STEP_OPTIONS + ("algorithm", "n_samples", "replicas", "engine", "out", "checkpoint",
+                                        "checkpoint_every"),
+            "compare": STEP_OPTIONS + ("algorithm", "n_samples", "replicas", "engine", "plot")}

@@ -8,7 +8,7 @@ start, final directions, escape times).
 
 from __future__ import annotations
 
-from ..model import Command, Model, Option, Prediction, check_level, ode_options, parse_init
+from ..model import Command, Model, Option, Prediction, check_level, ode_options, parse_init, sgd_uses
 
 __all__ = ["MODEL", "build_problem", "DEFAULT_K"]
 
@@ -196,11 +196,7 @@ MODEL = Model(
         Option("escape_level", "float", None, "record when max_j |u_j| first reaches this level in (0, 1)",
                verbs=("predict",), check=check_level),
     ),
-    uses={"predict": ("d", "seed", "init", "t_end", "out", "plot"),
-          "simulate": ("d", "seed", "init", "t_end", "eta", "delta", "batch", "algorithm", "n_samples", "replicas",
-                       "out", "checkpoint", "checkpoint_every", "engine"),
-          "compare": ("d", "seed", "init", "t_end", "eta", "delta", "batch", "algorithm", "n_samples", "replicas",
-                      "plot", "engine")},
+    uses=sgd_uses(("d", "seed", "init", "t_end", "out", "plot")),
     build=build_problem,
     predict=_predict,
     validate=_validate,

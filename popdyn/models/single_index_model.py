@@ -8,7 +8,8 @@ its effective exponent and the predicted sample counts against online SGD at the
 
 from __future__ import annotations
 
-from ..model import DEFAULT_DELTA, Model, Option, Prediction, check_level, ode_options, parse_init
+from ..model import (DEFAULT_DELTA, STEP_OPTIONS, Model, Option, Prediction, check_level, ode_options, parse_init,
+                     sgd_uses)
 
 __all__ = ["MODEL"]
 
@@ -126,7 +127,6 @@ def _predict_reuse(problem, opts) -> Prediction:
     return Prediction(out, lines, traj, "m")
 
 
-_STEP_USES = ("d", "seed", "init", "t_end", "eta", "delta", "batch")
 MODEL = Model(
     name="single-index",
     description="one spherical neuron, online SGD with the eta^2 term (arXiv 2003.10409); with --reuse, batch "
@@ -148,10 +148,7 @@ MODEL = Model(
         Option("m_target", "float", 0.5, "alignment in (0, 1) to reach (default 0.5)", verbs=("predict",),
                check=check_level),
     ),
-    uses={"predict": _STEP_USES + ("out", "plot"),
-          "simulate": _STEP_USES + ("algorithm", "n_samples", "replicas", "out", "checkpoint", "checkpoint_every",
-                                    "engine"),
-          "compare": _STEP_USES + ("algorithm", "n_samples", "replicas", "plot", "engine")},
+    uses=sgd_uses(STEP_OPTIONS + ("out", "plot")),
     build=_build,
     predict=_predict,
     step_size=_step_size,

@@ -8,7 +8,7 @@ preconditioned flows, or under any positive-definite ``Sigma`` read from a file.
 
 from __future__ import annotations
 
-from ..model import Model, Option, Prediction, check_level, ode_options, parse_init
+from ..model import Model, Option, Prediction, check_level, ode_options, parse_init, sgd_uses
 
 __all__ = ["MODEL", "parse_covariance", "MAX_KAPPA"]
 
@@ -139,7 +139,6 @@ def _predict_file(problem, opts) -> Prediction:
     return Prediction(out, lines, traj, "m_sigma")
 
 
-_STEP_USES = ("d", "seed", "init", "t_end", "eta", "delta", "batch")
 MODEL = Model(
     name="spiked",
     description="one neuron under a spiked (or file-given) covariance: spherical, normalized and preconditioned "
@@ -162,10 +161,7 @@ MODEL = Model(
         Option("m_target", "float", 0.5, "alignment in (0, 1) to reach (default 0.5)", verbs=("predict",),
                check=check_level),
     ),
-    uses={"predict": ("d", "seed", "init", "t_end", "out", "plot"),
-          "simulate": _STEP_USES + ("algorithm", "n_samples", "replicas", "out", "checkpoint", "checkpoint_every",
-                                    "engine"),
-          "compare": _STEP_USES + ("algorithm", "n_samples", "replicas", "plot", "engine")},
+    uses=sgd_uses(("d", "seed", "init", "t_end", "out", "plot")),
     build=_build,
     predict=_predict,
     validate=_validate,
