@@ -500,10 +500,8 @@ def parse_polynomial(body: str, *, name: str = "spec", spec: str | None = None, 
                          f"more than MAX_BODY_LENGTH = {MAX_BODY_LENGTH}.")
     import sympy
 
-    if symbol is None:
-        from .hermite import z_symbol
-
-        symbol = z_symbol()
+    if symbol is None:  # the package's real symbol z (equal to popdyn.hermite.z_symbol(); sympy
+        symbol = sympy.Symbol("z", real=True)  # symbols are equal by name and assumptions)
     try:
         node = _Parser(body, sympy, symbol).parse()
     except _Error as exc:
