@@ -68,6 +68,16 @@ Events
   speed up first, so a slow start is not mistaken for convergence.
   ``Trajectory.events["convergence"]`` is ``[t]`` or ``[nan]``.
 
+* **user events** (``events=[...]``): callables ``event(t, state) -> float`` as in
+  :func:`scipy.integrate.solve_ivp`, with ``state`` the model's dict of named arrays
+  (read-only views, as ``ode_rhs`` receives it).  Optional attributes ``terminal``
+  (``bool``, or an ``int`` count: stop at that occurrence) and ``direction`` (``+1``:
+  only upward zero crossings, ``-1``: only downward, ``0``: both).  A crossing is a sign
+  change of the event value between the ends of a solver step (the ``solve_ivp`` rule;
+  the start itself is never an event); it is located on the dense output with
+  :func:`scipy.optimize.brentq`.  ``Trajectory.events[name]`` is the array of crossing
+  times (``name`` = the function's ``__name__``, or ``"event_i"`` for a lambda).
+
 After a terminal event the grid stops at the last grid time before the event, and the
 event time itself is appended as the final point (``status = 1``).
 """
@@ -76,6 +86,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 
 import numpy as np
 
@@ -94,6 +105,8 @@ METHODS = ("DOP853", "RK45", "RK23", "Radau", "BDF", "LSODA")
 LOG_DECADES = 6
 #: Resolution of the ODE's progress output: thousandths of ``t_end``.
 PROGRESS_TICKS = 1000
+#: Names the engine's own events use in ``Trajectory.events`` (user events may not take them).
+RESERVED_EVENTS = ("escape", "convergence")
 _REQUIRED = ("ode_model", "ode_state_names", "ode_initial_state", "ode_rhs", "describe")
 #: Explicit methods and the length of their real stability interval: the step of an
 #: explicit Runge--Kutta method is stable for ``h * lambda`` in ``[-boundary, 0]`` on the
@@ -182,6 +195,75 @@ def _crossing(h, a: float, b: float) -> float:
     return float(brentq(h, a, b, xtol=1e-14 * max(1.0, abs(b)), rtol=4.0 * np.finfo(float).eps))
 
 
+def _check_events(events) -> list:
+    """Validate user events: ``[(name, fun, max_count, direction)]`` (``max_count`` = ``inf``
+    for a non-terminal event)."""
+    if events is None:
+        return []
+    if callable(events):
+        events = [events]
+    if isinstance(events, (str, bytes, dict)) or not hasattr(events, "__iter__"):
+        raise TypeError(f"`events` must be a callable or a sequence of callables, got {type(events).__name__}.")
+    out, seen = [], set()
+    for i, ev in enumerate(events):
+        if not callable(ev):
+            raise TypeError(f"`events[{i}]` must be callable as event(t, state) -> float, got {repr(ev)[:80]}.")
+        name = getattr(ev, "__name__", None)
+        if not isinstance(name, str) or not name.isidentifier():  # lambdas ("<lambda>"), partials
+            name = f"event_{i}"
+        if name in RESERVED_EVENTS or name in seen:
+            why = "is reserved for the engine's own event" if name in RESERVED_EVENTS else "is used twice"
+            raise ValueError(f"`events[{i}]`: the name {name!r} {why}; give the function another __name__.")
+        seen.add(name)
+        terminal = getattr(ev, "terminal", False)
+        if isinstance(terminal, (bool, np.bool_)):
+            count = 1 if terminal else math.inf
+        elif isinstance(terminal, numbers.Integral) and terminal >= 0:
+            count = int(terminal) if terminal > 0 else math.inf
+        else:
+            raise ValueError(f"`events[{i}].terminal` ({name}) must be a bool or an int >= 0 (stop at that "
+                             f"occurrence), got {repr(terminal)[:60]}.")
+        direction = getattr(ev, "direction", 0)
+        if isinstance(direction, (bool, np.bool_)) or not isinstance(direction, numbers.Real) or \
+                direction not in (-1, 0, 1):
+            raise ValueError(f"`events[{i}].direction` ({name}) must be -1, 0 or 1, got {repr(direction)[:60]}.")
+        out.append((name, ev, count, int(direction)))
+    return out
+
+
+def _user_events(value, g_old, dense, t_old, t_new, y_new, direction, count, max_count, times):
+    """Crossings of the user events in the step ``[t_old, t_new]`` by the rules of
+    :func:`scipy.integrate.solve_ivp`: an event is active when its value changes sign
+    between the step's ends (``g_old <= 0 <= g_new`` upward, ``g_old >= 0 >= g_new``
+    downward) in an allowed direction; each active root is located on the dense output;
+    when an event reaches its terminal count, the run stops at the earliest such root and
+    later roots of the step are dropped.  Appends to ``times`` and increments ``count`` in
+    place; returns ``(stop time or None, index of the stopping event or None, g_new)``."""
+    g_new = np.array([value(k, t_new, y_new) for k in range(g_old.size)])
+    up = (g_old <= 0) & (g_new >= 0)
+    down = (g_old >= 0) & (g_new <= 0)
+    active = np.flatnonzero((up & (direction > 0)) | (down & (direction < 0)) | ((up | down) & (direction == 0)))
+    if not active.size:
+        return None, None, g_new
+    roots = []
+    for k in active:
+        sign = 1.0 if g_new[k] >= g_old[k] else -1.0  # orient so that h(t_old) <= 0 <= h(t_new)
+        roots.append(_crossing(lambda t, k=k, sign=sign: sign * value(k, t, dense(t)), t_old, t_new))
+    roots = np.array(roots)
+    count[active] += 1
+    stop = stopper = None
+    done = count[active] >= max_count[active]
+    if done.any():
+        order = np.argsort(roots, kind="stable")
+        active, roots, done = active[order], roots[order], done[order]
+        first = int(np.flatnonzero(done)[0])
+        active, roots = active[:first + 1], roots[:first + 1]
+        stop, stopper = float(roots[-1]), int(active[-1])
+    for k, r in zip(active, roots):
+        times[k].append(float(r))
+    return stop, stopper, g_new
+
+
 def _jacobian_radius(fun, t: float, y: np.ndarray, f: np.ndarray) -> float:
     """Largest eigenvalue modulus of ``d fun / d y`` at ``(t, y)`` by power iteration on
     finite-difference Jacobian-vector products (deterministic start vector)."""
@@ -204,7 +286,7 @@ def integrate(problem, u0, t_end, *, method: str = "DOP853", rtol: float = 1e-10
               escape_terminal: bool = True, convergence_tol: float | None = None,
               eta: float | None = None, d: int | None = None, batch: int = 1,
               max_step: float = np.inf, options: dict | None = None, switch_stiff: bool = True,
-              max_steps: int | None = None, progress=None) -> Trajectory:
+              max_steps: int | None = None, progress=None, events=None) -> Trajectory:
     r"""Integrate a model's overlap ODE from ``u0`` to ``t_end`` (or a terminal event).
 
     Parameters
@@ -258,6 +340,13 @@ def integrate(problem, u0, t_end, *, method: str = "DOP853", rtol: float = 1e-10
         contraction :math:`\eta^2 d\,C/B` is large and the state sits at a strongly
         attracting fixed point for a long ``t_end``: DOP853 then needs ``~ rho * t_end / 6``
         steps (millions) for a trajectory that does not move.  ``False`` keeps ``method``.
+    events : callable or sequence of callables, optional
+        User events ``event(t, state) -> float`` (``state``: the model's dict of named
+        arrays, read-only), with optional attributes ``terminal`` (bool or int count) and
+        ``direction`` (-1, 0, +1), as in :func:`scipy.integrate.solve_ivp`; see the module
+        docstring.  Crossing times go to ``Trajectory.events[event.__name__]``
+        (``"event_i"`` for a lambda).  A terminal event that fires before the engine's own
+        terminal events stops the run (``status = 1``).
 
     Returns
     -------
@@ -362,6 +451,7 @@ def integrate(problem, u0, t_end, *, method: str = "DOP853", rtol: float = 1e-10
                 raise ValueError(f"`escape_level` must be <= {bound:.6g} ({why}), got {float(escape_level):g}.")
     if convergence_tol is not None:
         convergence_tol = check_real("convergence_tol", convergence_tol, lower=0.0, lower_open=True)
+    user_events = _check_events(events)
 
     opts = {"eta": eta, "d": d, "batch": batch, **(options or {})}
     if hasattr(problem, "ode_validate_options"):
@@ -397,6 +487,12 @@ def integrate(problem, u0, t_end, *, method: str = "DOP853", rtol: float = 1e-10
     def observable(y):
         return np.asarray(problem.ode_escape_observable(unpack(y)), dtype=float)
 
+    def event_value(k, t, y):
+        try:
+            return float(user_events[k][1](t, unpack(y)))
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"`events` {user_events[k][0]!r} must return one float: {str(exc)[:100]}") from exc
+
     # -- solver -----------------------------------------------------------------------------
     fsal = method in ("DOP853", "RK45", "RK23")  # these keep f(t, y) at the step end in `solver.f`
     extra = {}
@@ -413,6 +509,10 @@ def integrate(problem, u0, t_end, *, method: str = "DOP853", rtol: float = 1e-10
     status, message = 0, f"Reached t_end = {t_end:g}."
     esc_times = None
     conv_time = None if convergence_tol is None else math.nan
+    ev_times = [[] for _ in user_events]
+    ev_count = np.zeros(len(user_events))
+    ev_max = np.array([e[2] for e in user_events], dtype=float)
+    ev_dir = np.array([e[3] for e in user_events], dtype=int)
     with contextlib.ExitStack() as stack:
         stack.enter_context(np.errstate(over="ignore", invalid="ignore", divide="ignore"))
         f0 = fun(0.0, y0)
@@ -421,6 +521,7 @@ def integrate(problem, u0, t_end, *, method: str = "DOP853", rtol: float = 1e-10
         solver = _solver_class(method)(fun, 0.0, y0, t_end, rtol=rtol, atol=atol, max_step=max_step, **extra)
         if convergence_tol is not None:
             speed_old = speed(0.0, y0, f0)
+        g_old = np.array([event_value(k, 0.0, y0) for k in range(len(user_events))])
         n0 = int(np.searchsorted(grid, 0.0, side="right"))  # grid points at t = 0
         rec_t.extend(grid[:n0])
         rec_y.extend([y0.copy()] * n0)
@@ -467,7 +568,15 @@ def integrate(problem, u0, t_end, *, method: str = "DOP853", rtol: float = 1e-10
                 if speed_old >= convergence_tol > speed_new:
                     conv_stop = _crossing(lambda t: convergence_tol - speed(t, dense(t)), t_old, t_new)
                 speed_old = speed_new
-            if conv_stop is not None and (esc_stop is None or conv_stop <= esc_stop):
+            user_stop = user_k = None
+            if user_events:
+                user_stop, user_k, g_old = _user_events(event_value, g_old, dense, t_old, t_new, y_new, ev_dir,
+                                                        ev_count, ev_max, ev_times)
+            if user_stop is not None and (conv_stop is None or user_stop < conv_stop) and (
+                    esc_stop is None or user_stop < esc_stop):
+                stop_t = user_stop
+                message = f"Terminal event {user_events[user_k][0]!r} fired at t = {stop_t:.6g}."
+            elif conv_stop is not None and (esc_stop is None or conv_stop <= esc_stop):
                 stop_t, conv_time = conv_stop, conv_stop
                 message = (f"Converged: the largest per-unit speed fell below convergence_tol = "
                            f"{convergence_tol:g} at t = {stop_t:.6g}.")
@@ -478,6 +587,8 @@ def integrate(problem, u0, t_end, *, method: str = "DOP853", rtol: float = 1e-10
                 status = 1
                 if esc_times is not None:
                     esc_times[esc_times > stop_t] = np.nan
+                for lst in ev_times:
+                    lst[:] = [te for te in lst if te <= stop_t]
             # record grid points in (t_old, min(t_new, stop_t)]
             upto = t_new if stop_t is None else stop_t
             hi = int(np.searchsorted(grid, upto, side="right"))
@@ -517,6 +628,8 @@ def integrate(problem, u0, t_end, *, method: str = "DOP853", rtol: float = 1e-10
         events["escape"] = esc_times
     if conv_time is not None:
         events["convergence"] = np.array([conv_time])
+    for (name, *_), lst in zip(user_events, ev_times):
+        events[name] = np.array(lst, dtype=float)
     meta = {
         "problem": problem.describe(),
         "solver": {"method": method, "rtol": rtol, "atol": atol, "max_step": max_step, "t_end": t_end,

@@ -33,7 +33,8 @@ three at construction, and ``"noise"`` is passed to every :meth:`step`).  It pro
 * ``continuous`` (bool) -- ``True`` if it is advanced by ``advance`` (gradient flow);
 * ``init_state() -> dict[str, ndarray]`` -- the fresh dynamic state.  Together with the
   noise generator's state it determines the future completely; checkpoints save exactly
-  these arrays (and the steppers mutate them in place);
+  these arrays (and the steppers mutate them in place).  Per-replica arrays have the
+  replica axis first (``stop`` freezes their rows; others count as shared);
 * ``step(state, rng)`` -- one discrete step, in place; raises
   :class:`~popdyn.errors.NumericalError` when values become non-finite (the engine adds
   the step and time; it runs the loop under ``np.errstate(all="ignore")``);
@@ -62,6 +63,27 @@ written atomically every ``checkpoint_every`` seconds (default ``CHECKPOINT_EVER
 and/or ``checkpoint_steps`` steps), on SIGINT/SIGTERM and at the end; a later call with
 the same parameters resumes from it and returns exactly the arrays of an uninterrupted
 run.
+
+Per-replica stopping
+--------------------
+``stop=callable`` ends each replica at a condition: ``stop(observed) -> bool array (R,)``
+is evaluated on ``stepper.observe(state)`` at every recording time, and also every
+``stop_every`` steps when given (``stop_every=1``: at every step, for first-passage
+times resolved to the step).  Once ``True`` for a replica it stays stopped: its state is
+**frozen** at its hitting step and ``Trajectory.events["stop"]`` holds the hitting time
+per replica (``NaN`` if never; discrete algorithms also ``events["stop_step"]``).  The
+step stays vectorised over all replicas: every replica still draws its samples and is
+updated, and the per-replica rows of the frozen ones (state arrays whose first axis has
+length ``R``) are then restored.  So **the random stream is exactly that of the run
+without** ``stop`` and, for ``"sgd"``/``"gd"``, the other replicas' paths are
+bit-identical to it; shared state (e.g. the epoch position of minibatch GD) keeps
+advancing.  (``"gf"`` has no randomness but integrates all replicas with one adaptive
+solver, whose step sizes see the frozen rows: the others then agree with the free run to
+the integration tolerance, not bit for bit.)  A frozen replica's discarded update can
+still overflow and raise :class:`~popdyn.errors.NumericalError`, as in the free run.  The run ends early once every
+replica has stopped: the trajectory ends at that step (appended to the recording grid
+when it is not on it) and ``status = 1``.  Checkpoints hold the stop state, so a
+resumed run is bit-identical (pass the same ``stop``).
 
 Examples
 --------
@@ -574,8 +596,9 @@ def _read_checkpoint(path: Path):
     return header, arrays
 
 
-def _write_checkpoint(path, header, state, constants, recorded, n_rec) -> None:
+def _write_checkpoint(path, header, state, constants, recorded, n_rec, extra=None) -> None:
     arrays = {f"state__{k}": np.asarray(v) for k, v in state.items()}
+    arrays.update(extra or {})
     arrays.update({f"const__{k}": np.asarray(v) for k, v in constants.items()})
     arrays.update({f"rec__{k}": v[:n_rec] for k, v in recorded.items()})
     buf = io.BytesIO()
@@ -601,7 +624,8 @@ def _diff_params(saved: dict, now: dict, prefix="") -> list:
 def simulate(problem, *, d, algorithm="sgd", eta=None, steps=None, t_end=None, batch=None,
              n_samples=None, replicas=8, init="uniform", same_init=True, n_record=100, record="log",
              rng=None, progress=None, checkpoint=None, checkpoint_every=None, checkpoint_steps=None,
-             rtol=1e-10, atol=1e-12, engine="full", max_steps=DEFAULT_MAX_STEPS) -> Trajectory:
+             rtol=1e-10, atol=1e-12, engine="full", max_steps=DEFAULT_MAX_STEPS, stop=None,
+             stop_every=None) -> Trajectory:
     r"""Simulate ``problem`` in dimension ``d`` and record its overlaps.
 
     Parameters
@@ -669,6 +693,14 @@ def simulate(problem, *, d, algorithm="sgd", eta=None, steps=None, t_end=None, b
         throughput); ``None``: no limit.  Independently, a run whose arrays (weights,
         minibatch, dataset, records; :func:`memory_terms`) exceed the machine's memory is
         refused before allocating, naming the argument that drives the size.
+    stop : callable, optional
+        ``stop(observed) -> bool array (R,)`` on the dict ``stepper.observe(state)``: a
+        replica for which it returns ``True`` is frozen there (module docstring,
+        "Per-replica stopping"); the run ends when all have stopped.
+    stop_every : int, optional
+        Also evaluate ``stop`` every this many steps (discrete algorithms; default: only
+        at recording times).  ``1`` gives hitting steps exact to the step, at the cost of
+        one ``observe`` per step.
 
     Returns
     -------
@@ -678,7 +710,7 @@ def simulate(problem, *, d, algorithm="sgd", eta=None, steps=None, t_end=None, b
         ``source="simulation"``, and ``meta`` with ``problem`` (``problem.describe()``),
         ``d``, ``algorithm``, ``eta``, ``batch``, ``n_samples``, ``replicas``, ``steps``,
         ``t_end``, ``seed``, ``versions``, the model's extras (multi-index: ``u0``) and
-        ``resumed_from``.
+        ``resumed_from``.  With ``stop``: ``events["stop"]`` (and ``"stop_step"``).
 
     Raises
     ------
@@ -721,6 +753,15 @@ def simulate(problem, *, d, algorithm="sgd", eta=None, steps=None, t_end=None, b
     if checkpoint_steps is not None:
         checkpoint_steps = check_int("checkpoint_steps", checkpoint_steps, minimum=1)
     path = None if checkpoint is None else Path(checkpoint)
+    if stop is not None and not callable(stop):
+        raise TypeError(f"`stop` must be a callable stop(observed) -> bool array (R,), got {repr(stop)[:80]}.")
+    if stop_every is not None:
+        if stop is None:
+            raise ValueError(f"`stop_every` = {stop_every!r} needs `stop` (a callable); pass stop=... or drop it.")
+        if config.algorithm == "gf":
+            raise ValueError("`stop_every` applies to discrete algorithms ('sgd', 'gd'); gradient flow evaluates "
+                             f"`stop` at the recording times. Got stop_every={stop_every!r}.")
+        stop_every = check_int("stop_every", stop_every, minimum=1)
 
     saved = _read_checkpoint(path) if path is not None and path.exists() else None
     if rng is None and saved is not None:
@@ -734,11 +775,16 @@ def simulate(problem, *, d, algorithm="sgd", eta=None, steps=None, t_end=None, b
         "model": stepper.model, "problem": problem.describe(), "config": config.describe(),
         "steps": n_steps, "t_end": t_final, "grid": grid, "seed": seed_rec,
     })
+    if stop is not None:  # only then, so that checkpoints of runs without `stop` keep their parameters
+        params["stop"] = {"stop_every": stop_every}
+    R = config.replicas
+    cap = grid.size + (stop is not None)  # an early stop may add its step to the grid
 
     # ---- state: fresh or resumed ------------------------------------------------------
     recorded: dict = {}
     state = stepper.init_state()
     position, n_rec, resumed_from = 0, 0, None
+    stop_pos = np.full(R, -1, dtype=np.int64)  # step (grid index for "gf") at which each replica stopped
     if saved is not None:
         header, arrays = saved
         diffs = _diff_params(header["params"], params)
@@ -757,9 +803,11 @@ def simulate(problem, *, d, algorithm="sgd", eta=None, steps=None, t_end=None, b
         noise.bit_generator.state = header["rng_state"]
         position, n_rec = int(header["position"]), int(header["n_recorded"])
         resumed_from = position
+        if stop is not None:
+            stop_pos[...] = arrays["stop__pos"]
         for key, arr in arrays.items():
             if key.startswith("rec__"):
-                full = np.empty((grid.size,) + arr.shape[1:])
+                full = np.empty((cap,) + arr.shape[1:])
                 full[:n_rec] = arr
                 recorded[key[len("rec__"):]] = full
 
@@ -774,19 +822,46 @@ def simulate(problem, *, d, algorithm="sgd", eta=None, steps=None, t_end=None, b
                 raise NumericalError(f"non-finite overlap `{name}` in {_LABELS[config.algorithm]}",
                                      step=None if gf else where, time=tval(where))
             if name not in recorded:
-                recorded[name] = np.empty((grid.size,) + arr.shape)
+                recorded[name] = np.empty((cap,) + arr.shape)
             recorded[name][i] = arr
         if check_state is not None:
             message = check_state(state)
             if message:
                 raise NumericalError(str(message), step=None if gf else where, time=tval(where))
 
+    # ---- per-replica stopping (module docstring) ------------------------------------------
+    frozen_rows = [k for k, v in state.items() if np.ndim(v) >= 1 and np.shape(v)[0] == R]
+    snap = {k: state[k].copy() for k in frozen_rows} if stop is not None else {}
+    frozen = np.flatnonzero(stop_pos >= 0)
+
+    def check_stop(where) -> bool:
+        """Evaluate ``stop`` at step (grid index) ``where``; freeze new stops; True when all stopped."""
+        nonlocal frozen
+        flags = stop(stepper.observe(state))
+        flags = np.asarray(flags)
+        if flags.dtype != np.bool_ or flags.shape != (R,):
+            raise TypeError(f"`stop` must return a bool array of shape ({R},) (one per replica), got dtype "
+                            f"{flags.dtype} and shape {flags.shape}.")
+        new = flags & (stop_pos < 0)
+        if new.any():
+            stop_pos[new] = where
+            for k in frozen_rows:
+                snap[k][new] = state[k][new]
+            frozen = np.flatnonzero(stop_pos >= 0)
+        return frozen.size == R
+
+    def restore_frozen():
+        if frozen.size:
+            for k in frozen_rows:
+                state[k][frozen] = snap[k][frozen]
+
     def save(pos, n_done, complete=False):
         nonlocal next_save
         t0 = time.monotonic()
         header = {"format": CHECKPOINT_FORMAT, "params": params, "position": int(pos),
                   "n_recorded": int(n_done), "rng_state": noise.bit_generator.state, "complete": complete}
-        _write_checkpoint(path, header, state, stepper.constants, recorded, n_done)
+        extra = {} if stop is None else {"stop__pos": stop_pos}
+        _write_checkpoint(path, header, state, stepper.constants, recorded, n_done, extra)
         now = time.monotonic()
         # default interval: stretched so that writes take at most MAX_CHECKPOINT_OVERHEAD of the run
         wait = interval if checkpoint_every is not None else max(interval, (now - t0) / MAX_CHECKPOINT_OVERHEAD)
@@ -799,7 +874,7 @@ def simulate(problem, *, d, algorithm="sgd", eta=None, steps=None, t_end=None, b
                    initial=(n_rec - 1 if gf and n_rec else position), enabled=progress)
     guard = DeferredInterrupts(path is not None)  # silent: the one-line message comes from Interrupted
 
-    def stop(pos, n_done):
+    def halt(pos, n_done):
         save(pos, n_done)
         name = signal_name(guard.requested)
         where = (f"recording interval {pos}/{total} (t = {tval(pos):.6g})" if gf
@@ -810,12 +885,17 @@ def simulate(problem, *, d, algorithm="sgd", eta=None, steps=None, t_end=None, b
 
     started = time.monotonic()
     next_save = started + interval
+    all_stopped = stop is not None and frozen.size == R  # a resumed run that had already ended
     try:
         with guard, np.errstate(all="ignore"):
             if n_rec == 0:
                 observe(0, 0)
                 n_rec = 1
-            if gf:
+                if stop is not None:
+                    all_stopped = check_stop(0)
+            if all_stopped:
+                pass  # nothing left to run (every replica stopped at the start or before the checkpoint)
+            elif gf:
                 for i in range(n_rec, grid.size):
                     try:
                         stepper.advance(state, float(grid[i - 1]), float(grid[i]))
@@ -823,16 +903,21 @@ def simulate(problem, *, d, algorithm="sgd", eta=None, steps=None, t_end=None, b
                         if exc.time is not None:
                             raise
                         raise NumericalError(str(exc), time=float(grid[i - 1])) from exc
+                    restore_frozen()
                     observe(i, i)
                     n_rec = i + 1
+                    if stop is not None and check_stop(i):
+                        all_stopped, position = True, i
+                        break
                     if path is not None:
                         if guard.requested is not None:
-                            stop(i, n_rec)
+                            halt(i, n_rec)
                         if time.monotonic() >= next_save or (
                                 checkpoint_steps is not None and i % checkpoint_steps == 0):
                             save(i, n_rec)
                     bar.update(1)
-                position = grid.size - 1
+                else:
+                    position = grid.size - 1
             else:
                 marks = grid.tolist()
                 nxt = marks[n_rec] if n_rec < len(marks) else None
@@ -841,18 +926,29 @@ def simulate(problem, *, d, algorithm="sgd", eta=None, steps=None, t_end=None, b
                         stepper.step(state, noise)
                     except NumericalError as exc:
                         raise NumericalError(str(exc), step=s, time=s * config.eta) from exc
-                    if s == nxt:
+                    restore_frozen()
+                    on_grid = s == nxt
+                    if on_grid:
                         observe(n_rec, s)
                         n_rec += 1
                         nxt = marks[n_rec] if n_rec < len(marks) else None
+                    if stop is not None and (on_grid or (stop_every is not None and s % stop_every == 0)) \
+                            and check_stop(s):
+                        if not on_grid:  # end the trajectory at the step where the last replica stopped
+                            observe(n_rec, s)
+                            n_rec += 1
+                        all_stopped, position = True, s
+                        bar.update(1)
+                        break
                     if path is not None:
                         if guard.requested is not None:
-                            stop(s, n_rec)
+                            halt(s, n_rec)
                         if (checkpoint_steps is not None and s % checkpoint_steps == 0) or \
                                 time.monotonic() >= next_save:
                             save(s, n_rec)
                     bar.update(1)
-                position = n_steps
+                else:
+                    position = n_steps
             if path is not None:
                 save(position, n_rec, complete=True)
     except BaseException:
@@ -861,6 +957,23 @@ def simulate(problem, *, d, algorithm="sgd", eta=None, steps=None, t_end=None, b
     bar.close()
 
     t = grid.astype(float) if gf else grid * config.eta
+    events, status = {}, 0
+    if stop is not None:
+        hit = stop_pos >= 0
+        if gf:
+            events["stop"] = np.where(hit, grid[np.maximum(stop_pos, 0)], np.nan)
+        else:
+            events["stop"] = np.where(hit, stop_pos * config.eta, np.nan)
+            events["stop_step"] = np.where(hit, stop_pos.astype(float), np.nan)
+        if all_stopped:
+            status = 1
+            if gf:
+                t = t[:n_rec]
+            else:  # the last record is the stopping step, a grid point or appended to the grid
+                t = np.append(grid[:n_rec - 1], position) * config.eta
+            recorded = {k: v[:n_rec] for k, v in recorded.items()}
+        elif recorded and next(iter(recorded.values())).shape[0] != t.size:
+            recorded = {k: v[:t.size] for k, v in recorded.items()}
     meta = {
         "problem": problem.describe(), "d": config.d, "algorithm": config.algorithm, "eta": config.eta,
         "batch": config.batch, "n_samples": config.n_samples, "replicas": config.replicas,
@@ -869,11 +982,16 @@ def simulate(problem, *, d, algorithm="sgd", eta=None, steps=None, t_end=None, b
         "checkpoint": None if path is None else str(path), "resumed_from": resumed_from,
         "wall_time_s": time.monotonic() - started,
     }
+    if stop is not None:
+        meta.update(stop_every=stop_every, n_stopped=int(np.sum(stop_pos >= 0)))
     if gf:
         meta.update(rtol=config.rtol, atol=config.atol)
     meta.update(stepper.describe())
     length = f"t = {t_final:.6g}" if gf else f"{n_steps} steps (t = {t_final:.6g})"
+    message = f"{_LABELS[config.algorithm]} completed: {length}, {config.replicas} replicas."
+    if status == 1:
+        where = f"t = {float(t[-1]):.6g}" if gf else f"step {position} (t = {float(t[-1]):.6g})"
+        message = (f"{_LABELS[config.algorithm]} stopped early: all {config.replicas} replicas met `stop` "
+                   f"by {where}.")
     return Trajectory(t=t, overlaps=recorded, time_unit=TIME_UNITS[config.algorithm], source="simulation",
-                      model=stepper.model, status=0,
-                      message=f"{_LABELS[config.algorithm]} completed: {length}, {config.replicas} replicas.",
-                      meta=meta)
+                      model=stepper.model, status=status, message=message, events=events, meta=meta)

@@ -568,3 +568,131 @@ def test_stiff_run_switches_to_an_implicit_method():
     assert easy.meta["solver"]["switched"] is None
     ref = integrate(prob, 0.1, 1e-3, eta=0.005, d=100, switch_stiff=False)
     np.testing.assert_array_equal(easy.overlaps["m"], ref.overlaps["m"])
+
+
+# ---------------------------------------------------------------------------------------
+# user events (events=[...])
+# ---------------------------------------------------------------------------------------
+#: User events on a linear toy ODE vs closed-form crossing times: the engine's global error
+#: at rtol 1e-12 over t <= 4*pi is ~1e-11, and brentq locates a root to 1e-14 relative.
+EVENT_TOL = 1e-9
+
+
+class _Rotation:
+    """x' = y, y' = -x from (1, 0): x = cos t, y = -sin t (a toy model of the ODE protocol)."""
+
+    ode_model = "toy_rotation"
+    ode_state_names = ("x", "y")
+
+    def ode_initial_state(self, state0):
+        x0, y0 = np.asarray(state0, dtype=float)
+        return {"x": np.array([x0]), "y": np.array([y0])}
+
+    def ode_rhs(self, t, state, **_):
+        return {"x": state["y"].copy(), "y": -state["x"]}
+
+    def describe(self):
+        return {"model": "toy_rotation"}
+
+
+def _run_rotation(events, t_end=4 * math.pi):
+    return integrate(_Rotation(), [1.0, 0.0], t_end, rtol=1e-12, atol=1e-14, events=events)
+
+
+def test_user_events_nonterminal_and_direction_match_closed_form():
+    def x_zero(t, state):  # x = cos t: zeros at pi/2 (down), 3pi/2 (up), 5pi/2 (down), 7pi/2 (up)
+        return float(state["x"][0])
+
+    def x_half_up(t, state):  # cos t = 1/2 upward: t = 5pi/3 (sin < 0 there)
+        return float(state["x"][0]) - 0.5
+
+    def x_half_down(t, state):  # downward: pi/3, 7pi/3
+        return float(state["x"][0]) - 0.5
+
+    x_half_up.direction, x_half_down.direction = 1, -1
+    traj = _run_rotation([x_zero, x_half_up, x_half_down, lambda t, s: float(s["x"][0]) + 2.0])
+    assert traj.status == 0
+    np.testing.assert_allclose(traj.events["x_zero"], np.pi * np.array([0.5, 1.5, 2.5, 3.5]), atol=EVENT_TOL)
+    np.testing.assert_allclose(traj.events["x_half_up"], [5 * np.pi / 3, 11 * np.pi / 3], atol=EVENT_TOL)
+    np.testing.assert_allclose(traj.events["x_half_down"], [np.pi / 3, 7 * np.pi / 3], atol=EVENT_TOL)
+    assert traj.events["event_3"].shape == (0,)  # x + 2 > 0 always: recorded as never
+
+
+def test_user_event_terminal_count_stops_at_that_crossing():
+    def x_zero(t, state):
+        return float(state["x"][0])
+
+    x_zero.terminal = True
+    once = _run_rotation([x_zero])
+    assert once.status == 1 and "x_zero" in once.message
+    np.testing.assert_allclose(once.events["x_zero"], [np.pi / 2], atol=EVENT_TOL)
+    assert once.t[-1] == once.events["x_zero"][0] and once.t[-2] < once.t[-1]
+    np.testing.assert_allclose(once.overlaps["x"][-1, 0, 0], 0.0, atol=EVENT_TOL)
+
+    x_zero.terminal = 3
+    third = _run_rotation([x_zero], t_end=10 * math.pi)
+    np.testing.assert_allclose(third.events["x_zero"], np.pi * np.array([0.5, 1.5, 2.5]), atol=EVENT_TOL)
+    assert third.status == 1 and third.t[-1] == third.events["x_zero"][-1]
+
+
+def test_user_events_match_solve_ivp_and_an_earlier_terminal_event_cuts_the_others():
+    """Same LSODA solver, same rules as solve_ivp: the crossing times agree to root-finding accuracy."""
+    prob = MultiIndexProblem("he4", "he4", np.eye(2))
+
+    def reach(t, state):
+        return float(state["u"][0, 0]) - 0.5
+
+    def slow(t, state):  # fires later than `reach`: must be dropped when `reach` stops the run
+        return float(state["u"][0, 0]) - 0.8
+
+    reach.terminal = True
+    u0 = [0.3, 0.1]
+    traj = integrate(prob, u0, 100.0, method="LSODA", events=[reach, slow])
+    ref = solve_ivp(lambda t, y: prob.ode_rhs(t, {"u": y.reshape(1, 2)})["u"].ravel(), (0, 100.0),
+                    np.array(u0), method="LSODA", rtol=1e-10, atol=1e-12, events=[lambda t, y: y[0] - 0.5])
+    # same solver steps; the roots differ only by the two brentq tolerances (~1e-14 relative)
+    np.testing.assert_allclose(traj.events["reach"], ref.t_events[0][:1], rtol=EVENT_TOL)
+    assert traj.events["slow"].size == 0 and traj.status == 1
+
+
+def test_user_event_and_escape_event_together_unchanged_escape():
+    prob = MultiIndexProblem("he4", "he4", np.eye(2))
+    plain = integrate(prob, [0.3, 0.1], 100.0, escape_level=0.9, n_times=20)
+
+    def quarter(t, state):
+        return float(state["u"][0, 0]) - 0.4
+
+    both = integrate(prob, [0.3, 0.1], 100.0, escape_level=0.9, n_times=20, events=quarter)
+    np.testing.assert_array_equal(both.events["escape"], plain.events["escape"])
+    np.testing.assert_array_equal(both.u, plain.u)
+    assert 0 < both.events["quarter"][0] < both.events["escape"][0]
+
+
+@pytest.mark.parametrize("events,exc,match", [
+    (3.0, TypeError, "`events` must be a callable"),
+    ([1.0], TypeError, r"`events\[0\]` must be callable"),
+    ([type("E", (), {"__call__": lambda self, t, s: 0.0, "direction": 2})()], ValueError,
+     r"`events\[0\]\.direction`.*-1, 0 or 1, got 2"),
+    ([type("E", (), {"__call__": lambda self, t, s: 0.0, "terminal": -1})()], ValueError,
+     r"`events\[0\]\.terminal`.*bool or an int >= 0"),
+    ([lambda t, s: 0.0, "x"], TypeError, r"`events\[1\]` must be callable"),
+])
+def test_user_events_bad_input(events, exc, match):
+    with pytest.raises(exc, match=match):
+        _run_rotation(events)
+
+
+def test_user_events_bad_names_and_returns():
+    def escape(t, state):
+        return 1.0
+
+    with pytest.raises(ValueError, match="'escape' is reserved"):
+        _run_rotation([escape])
+
+    def twice(t, state):
+        return 1.0
+
+    with pytest.raises(ValueError, match="'twice' is used twice"):
+        _run_rotation([twice, twice])
+    with pytest.raises(TypeError, match="must return one float"):
+        _run_rotation([lambda t, s: np.ones(3)])

@@ -705,3 +705,138 @@ def test_step_budget():
         simulate(prob, d=10, eta=1e-3, steps=5, max_steps=0)
     simulate(prob, d=10, eta=1e-3, steps=50, max_steps=50, n_record=2)  # at the limit: runs
     simulate(prob, d=10, eta=1e-3, steps=50, max_steps=None, n_record=2)
+
+
+# ---------------------------------------------------------------------------------------
+# per-replica stopping (stop=..., stop_every=...)
+# ---------------------------------------------------------------------------------------
+STOP_LEVEL = 0.45
+
+
+def _stop_case(**extra):
+    prob = MultiIndexProblem("he3", "he3", np.eye(2), n_neurons=1)
+    kw = dict(d=20, algorithm="sgd", eta=0.02, steps=400, batch=2, replicas=5, init=0.2, same_init=False,
+              rng=11, progress=False)
+    kw.update(extra)
+    return prob, kw
+
+
+def _reached(observed):
+    return np.abs(observed["u"][:, 0, 0]) >= STOP_LEVEL
+
+
+def test_stop_freezes_each_replica_at_its_hitting_step_without_changing_the_others():
+    prob, kw = _stop_case()
+    every = simulate(prob, record="linear", n_record=kw["steps"] + 1, **kw)  # the free run, every step
+    first = np.argmax(np.abs(every.u[:, :, 0, 0]) >= STOP_LEVEL, axis=0)
+    reached = np.any(np.abs(every.u[:, :, 0, 0]) >= STOP_LEVEL, axis=0)
+    assert reached.sum() >= 2 and not reached.all()  # the test covers both kinds of replica
+    traj = simulate(prob, record="linear", n_record=kw["steps"] + 1, stop=_reached, stop_every=1, **kw)
+    assert traj.status == 0 and traj.t.size == every.t.size
+    np.testing.assert_array_equal(traj.events["stop_step"], np.where(reached, first, np.nan))
+    np.testing.assert_array_equal(traj.events["stop"], np.where(reached, first * kw["eta"], np.nan))
+    for r in range(kw["replicas"]):
+        if reached[r]:  # identical up to the hitting step, then frozen there
+            np.testing.assert_array_equal(traj.u[:first[r] + 1, r], every.u[:first[r] + 1, r])
+            np.testing.assert_array_equal(traj.u[first[r]:, r], np.broadcast_to(every.u[first[r], r],
+                                                                                 traj.u[first[r]:, r].shape))
+        else:  # same random stream: the unstopped replicas are bit-identical to the free run
+            np.testing.assert_array_equal(traj.u[:, r], every.u[:, r])
+
+
+def test_stop_at_recording_times_only_and_early_exit_when_all_stopped():
+    prob, kw = _stop_case(replicas=3, steps=3000)
+    every = simulate(prob, record="linear", n_record=kw["steps"] + 1, **kw)
+    first = np.argmax(np.abs(every.u[:, :, 0, 0]) >= STOP_LEVEL, axis=0)
+    assert np.all(np.any(np.abs(every.u[:, :, 0, 0]) >= STOP_LEVEL, axis=0)) and first.max() < 2000
+    # without stop_every: evaluated on the grid (every 10 steps) only
+    coarse = simulate(prob, record="linear", n_record=301, stop=_reached, **kw)
+    np.testing.assert_array_equal(coarse.events["stop_step"], 10 * np.ceil(first / 10))
+    # stop_every=1 with a coarse grid: exact steps, the run ends at the last one (appended to the grid)
+    fine = simulate(prob, record="linear", n_record=301, stop=_reached, stop_every=1, **kw)
+    np.testing.assert_array_equal(fine.events["stop_step"], first)
+    last = first.max()
+    assert fine.status == 1 and "stopped early" in fine.message
+    assert fine.t[-1] == pytest.approx(last * kw["eta"], rel=1e-15) and fine.u.shape[0] == fine.t.size
+    expected_grid = [s for s in range(0, last + 1, 10)] + ([last] if last % 10 else [])
+    np.testing.assert_allclose(fine.t, np.array(expected_grid) * kw["eta"], rtol=1e-15)
+    for r in range(3):
+        np.testing.assert_array_equal(fine.u[-1, r], every.u[first[r], r])
+
+
+def test_stop_everyone_at_the_start_and_gradient_flow():
+    prob, kw = _stop_case()
+    none = simulate(prob, record="linear", n_record=5, stop=lambda o: np.ones(5, dtype=bool), **kw)
+    assert none.status == 1 and none.t.tolist() == [0.0]
+    np.testing.assert_array_equal(none.events["stop_step"], np.zeros(5))
+    gf = dict(d=20, algorithm="gf", t_end=30.0, replicas=3, init=0.2, same_init=False, rng=4, n_record=31,
+              record="linear", progress=False)
+    free = simulate(prob, **gf)
+    hit = np.abs(free.u[:, :, 0, 0]) >= STOP_LEVEL
+    reached = hit.any(axis=0)
+    assert reached.sum() == 2 and not hit[0].any()  # replica 0 decays to the saddle u = 0
+    first = np.argmax(hit, axis=0)
+    stopped = simulate(prob, stop=_reached, **gf)
+    np.testing.assert_array_equal(stopped.events["stop"], np.where(reached, free.t[first], np.nan))
+    assert "stop_step" not in stopped.events and stopped.status == 0
+    # one adaptive integrator for all replicas: freezing changes its steps, so the others agree
+    # with the free run to the integration error (module docstring), not bit for bit
+    np.testing.assert_allclose(stopped.u[:, 0], free.u[:, 0], rtol=0, atol=GF_ODE_TOL)
+    for r in np.flatnonzero(reached):
+        np.testing.assert_allclose(stopped.u[:first[r] + 1, r], free.u[:first[r] + 1, r], rtol=0, atol=GF_ODE_TOL)
+        np.testing.assert_array_equal(stopped.u[first[r]:, r], np.broadcast_to(
+            stopped.u[first[r], r], stopped.u[first[r]:, r].shape))  # frozen
+
+
+@pytest.mark.parametrize("algorithm,extra,n_calls", [
+    ("sgd", {}, 150),
+    ("gd", dict(n_samples=13, batch=4), 150),
+])
+def test_stop_resume_is_bit_identical(tmp_path, monkeypatch, algorithm, extra, n_calls):
+    prob, kw = _stop_case(algorithm=algorithm, steps=600, **extra)
+    common = dict(kw, record="linear", n_record=61, stop=_reached, stop_every=1)
+    ref = simulate(prob, **common)
+    assert np.isfinite(ref.events["stop_step"]).any()
+    assert np.nanmin(ref.events["stop_step"]) < n_calls  # some replica is frozen when interrupted
+    ck = tmp_path / "stop.npz"
+    with monkeypatch.context() as m:
+        _interrupt_after(m, "step", n_calls)
+        with pytest.raises(_Interrupt):
+            simulate(prob, checkpoint=ck, checkpoint_steps=7, checkpoint_every=1e9, **common)
+    resumed = simulate(prob, checkpoint=ck, checkpoint_steps=7, checkpoint_every=1e9, **common)
+    assert resumed.meta["resumed_from"] > 0
+    np.testing.assert_array_equal(resumed.t, ref.t)
+    np.testing.assert_array_equal(resumed.u, ref.u)
+    np.testing.assert_array_equal(resumed.events["stop_step"], ref.events["stop_step"])
+    done = simulate(prob, checkpoint=ck, **common)  # complete checkpoint: no work, same answer
+    np.testing.assert_array_equal(done.u, ref.u)
+    np.testing.assert_array_equal(done.events["stop"], ref.events["stop"])
+    with pytest.raises(ValueError, match="different parameters.*stop"):
+        simulate(prob, checkpoint=ck, **{**common, "stop": None, "stop_every": None})
+
+
+def test_stop_resume_after_everyone_stopped(tmp_path):
+    prob, kw = _stop_case(replicas=3, steps=3000)
+    common = dict(kw, record="linear", n_record=301, stop=_reached, stop_every=1)
+    ck = tmp_path / "all.npz"
+    ref = simulate(prob, checkpoint=ck, **common)
+    assert ref.status == 1
+    again = simulate(prob, checkpoint=ck, **common)
+    assert again.status == 1
+    np.testing.assert_array_equal(again.t, ref.t)
+    np.testing.assert_array_equal(again.u, ref.u)
+
+
+@pytest.mark.parametrize("kw,exc,match", [
+    (dict(stop=3), TypeError, "`stop` must be a callable"),
+    (dict(stop_every=2), ValueError, "`stop_every` = 2 needs `stop`"),
+    (dict(stop=_reached, stop_every=0), ValueError, "stop_every"),
+    (dict(stop=lambda o: np.ones(4, dtype=bool)), TypeError, r"bool array of shape \(5,\).*shape \(4,\)"),
+    (dict(stop=lambda o: np.ones(5)), TypeError, "bool array.*float64"),
+])
+def test_stop_bad_input(kw, exc, match):
+    prob, base = _stop_case()
+    with pytest.raises(exc, match=match):
+        simulate(prob, n_record=5, **base, **kw)
+    with pytest.raises(ValueError, match="`stop_every` applies to discrete"):
+        simulate(prob, d=20, algorithm="gf", t_end=1.0, replicas=2, stop=_reached, stop_every=1, rng=0)

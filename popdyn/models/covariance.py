@@ -449,35 +449,34 @@ class CovarianceProblem:
         larger; e.g. the biased end point of the spherical flow, theory/mousavi2023/equations.md), or ``t_max``
         passes.  On the slow plateau of an escape :math:`t\,\|\dot w\|/\|w\|` stays of order
         :math:`|m_\Sigma|`, while at a stable fixed point it decays exponentially, so the
-        settle test does not stop a slow escape.
+        settle test does not stop a slow escape.  Integrated by :func:`popdyn.ode.integrate`
+        with three terminal user events (escape up, stall down, settle).
         """
-        from scipy.integrate import solve_ivp
+        from ..ode import integrate
 
         level = check_real("level", level, lower=0.0, upper=1.0, lower_open=True)
         t_max = check_real("t_max", t_max, lower=0.0, lower_open=True)
-        w0 = self.ode_initial_state(state0)["w"]
-        m_init = float(self.ode_escape_observable({"w": w0})[0])
+        st = self.ode_initial_state(state0)
+        m_init = float(self.ode_escape_observable(st)[0])
         if m_init >= level:
             return 0.0
 
-        def obs(y):
-            return float(self.ode_escape_observable({"w": y})[0])
+        def up(t, state):
+            return float(self.ode_escape_observable(state)[0]) - level
 
-        def up(t, y):
-            return obs(y) - level
+        def down(t, state):
+            return float(self.ode_escape_observable(state)[0]) - stall_factor * m_init
 
-        def down(t, y):
-            return obs(y) - stall_factor * m_init
-
-        def settle(t, y):
+        def settle(t, state):
+            y = state["w"]
             return t * float(np.linalg.norm(self.velocity(y)) / np.linalg.norm(y)) - settle_tol
 
         up.terminal = down.terminal = settle.terminal = True
         up.direction, down.direction, settle.direction = 1, -1, -1
-        sol = solve_ivp(lambda t, y: self.velocity(y), (0.0, t_max), w0, method="LSODA", rtol=1e-10, atol=1e-14,
-                        events=(up, down, settle))
-        if sol.t_events[0].size:
-            return float(sol.t_events[0][0])
+        traj = integrate(self, st, t_max, method="LSODA", rtol=1e-10, atol=1e-14, n_times=2, times="linear",
+                         events=[up, down, settle], progress=False)
+        if traj.events["up"].size:
+            return float(traj.events["up"][0])
         return math.inf
 
 

@@ -856,7 +856,7 @@ def samples_to_reach(problem, d, *, eta_tilde, batch=1, m_target=0.5, replicas, 
     >>> res.samples.shape, res.fraction_reached
     ((8,), 1.0)
     """
-    from ..simulate import make_stepper
+    from ..simulate import make_stepper, simulate
 
     _check_problem(problem)
     d = check_int("d", d, minimum=2)
@@ -871,26 +871,24 @@ def samples_to_reach(problem, d, *, eta_tilde, batch=1, m_target=0.5, replicas, 
     max_iter = max_samples // batch
     if max_iter < 1:
         raise ValueError(f"`max_samples` = {max_samples} is less than one minibatch (batch = {batch}).")
-    stepper, noise = make_stepper(problem, d=d, algorithm="sgd", eta=eta_tilde * batch / d, batch=batch,
-                                  replicas=replicas, init=init, same_init=False, engine=engine, rng=root)
-    state = stepper.init_state()
-    m_now = np.abs(np.asarray(stepper.observe(state)["m"]).reshape(replicas, -1)[:, 0])
-    hit = np.where(m_now >= m_target, 0.0, np.inf)
+    eta = eta_tilde * batch / d
     started = time.monotonic()
-    with np.errstate(all="ignore"):
-        if engine == "full":
-            it = 0
-            while it < max_iter and np.isinf(hit).any():
-                it += 1
-                try:
-                    stepper.step(state, noise)
-                except NumericalError as exc:
-                    raise NumericalError(str(exc), step=it) from exc
-                m = np.abs(np.asarray(stepper.observe(state)["m"]).reshape(replicas, -1)[:, 0])
-                hit[np.isinf(hit) & (m >= m_target)] = it
-        else:
+    if engine == "full":  # the simulate engine with a per-step stop; arrived replicas are frozen
+        traj = simulate(problem, d=d, algorithm="sgd", eta=eta, batch=batch, replicas=replicas, init=init,
+                        same_init=False, engine="full", steps=max_iter, n_record=2, record="linear", rng=root,
+                        progress=False, max_steps=None, stop_every=1,
+                        stop=lambda o: np.abs(np.asarray(o["m"]).reshape(replicas, -1)[:, 0]) >= m_target)
+        hit = np.where(np.isnan(traj.events["stop_step"]), np.inf, traj.events["stop_step"])
+        it = int(np.max(hit)) if traj.status == 1 else max_iter
+    else:
+        stepper, noise = make_stepper(problem, d=d, algorithm="sgd", eta=eta, batch=batch,
+                                      replicas=replicas, init=init, same_init=False, engine=engine, rng=root)
+        state = stepper.init_state()
+        m_now = np.abs(np.asarray(stepper.observe(state)["m"]).reshape(replicas, -1)[:, 0])
+        hit = np.where(m_now >= m_target, 0.0, np.inf)
+        with np.errstate(all="ignore"):
             it = _run_exact(stepper, noise, state["m"], hit, m_target, max_iter)
-    meta = {"problem": problem.describe(), "d": d, "eta_tilde": eta_tilde, "eta": stepper.eta, "batch": batch,
+    meta = {"problem": problem.describe(), "d": d, "eta_tilde": eta_tilde, "eta": eta, "batch": batch,
             "m_target": m_target, "replicas": replicas, "max_samples": max_samples, "init": _init_json(init),
             "engine": engine, "iterations_run": it, "seed": seed_rec, "versions": versions(),
             "wall_time_s": time.monotonic() - started}
@@ -898,7 +896,11 @@ def samples_to_reach(problem, d, *, eta_tilde, batch=1, m_target=0.5, replicas, 
 
 
 def _run_exact(stepper, noise, m_all, hit, level, max_iter) -> int:
-    """Fill ``hit`` (R,) with hitting iterations (exact engine, blocks, active replicas only)."""
+    """Fill ``hit`` (R,) with hitting iterations (exact engine, blocks, active replicas only).
+
+    Kept as its own loop (not :func:`popdyn.simulate.simulate` with ``stop``): it draws the
+    randomness of ``K`` iterations at once for the replicas still running and drops arrived
+    ones, a layout of the random stream that a per-step engine cannot reproduce."""
     active = np.flatnonzero(np.isinf(hit))
     m = m_all[active].copy()
     it = 0

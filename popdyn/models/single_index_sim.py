@@ -57,7 +57,8 @@ replica starts at alignment exactly ``m0`` (full engine:
 First-passage times
 -------------------
 :func:`first_passage` runs either engine until ``m`` (or ``|m|``) reaches a level and
-returns each replica's hitting step; with the exact engine it draws the randomness in
+returns each replica's hitting step.  The full engine goes through
+:func:`popdyn.simulate.simulate` with a per-step ``stop``; with the exact engine it draws the randomness in
 blocks of steps and drops replicas that have arrived, so that large ``d`` costs nothing
 extra (used by the BAGJ escape-scaling claim in ``theory/bagj2021``).
 
@@ -478,12 +479,15 @@ def first_passage(problem, d, *, eta, batch=1, replicas=200, m0=None, level=0.5,
     stop_fraction = check_real("stop_fraction", stop_fraction, lower=0.0, upper=1.0, lower_open=True)
     engine = check_choice("engine", engine, ("exact", "full"))
     init = 1.0 / math.sqrt(d) if m0 is None else m0
+    obs = (lambda m: np.abs(m)) if absolute else (lambda m: m)
+    if engine == "full":
+        return _first_passage_full(problem, d, eta, batch, replicas, init, obs, level, max_steps, stop_fraction,
+                                   absolute, rng)
     stepper, noise = make_stepper(problem, d=d, algorithm="sgd", eta=eta, batch=batch, replicas=replicas,
                                   init=init, engine=engine, rng=rng)
     R = stepper.R
     need = math.ceil(stop_fraction * R - 1e-9)
     state = stepper.init_state()
-    obs = (lambda m: np.abs(m)) if absolute else (lambda m: m)
     m_now = stepper.observe(state)["m"]
     hit = np.where(obs(m_now) >= level, 0.0, np.inf)
     meta = {"problem": problem.describe(), "d": d, "eta": stepper.eta, "batch": stepper.B, "replicas": R,
@@ -495,21 +499,42 @@ def first_passage(problem, d, *, eta, batch=1, replicas=200, m0=None, level=0.5,
     return FirstPassage(steps=hit, batch=stepper.B, meta=meta)
 
 
+def _first_passage_full(problem, d, eta, batch, replicas, init, obs, level, max_steps, stop_fraction, absolute,
+                        rng) -> FirstPassage:
+    """:func:`first_passage` with the full engine: :func:`popdyn.simulate.simulate` with a per-step
+    ``stop`` (``stop_every=1``).  Same random stream as the stepper run by hand: every replica
+    draws its samples at every step until the run ends, arrived replicas are frozen."""
+    from ..simulate import simulate
+
+    arrived = np.zeros(replicas, dtype=bool)  # replicas that really reached the level
+    need = math.ceil(stop_fraction * replicas - 1e-9)
+
+    def stop(observed):
+        arrived[...] |= obs(observed["m"]) >= level
+        if arrived.sum() >= need:  # quorum: end the run here, the others are censored (inf)
+            return np.ones(replicas, dtype=bool)
+        return arrived.copy()
+
+    traj = simulate(problem, d=d, algorithm="sgd", eta=eta, batch=batch, replicas=replicas, init=init,
+                    engine="full", steps=max_steps, n_record=2, record="linear", rng=rng, progress=False,
+                    max_steps=None, stop=stop, stop_every=1)
+    steps = np.where(arrived, traj.events["stop_step"], np.inf)
+    steps_run = int(np.max(traj.events["stop_step"])) if traj.status == 1 else max_steps
+    meta = {"problem": problem.describe(), "d": d, "eta": traj.meta["eta"], "batch": traj.meta["batch"],
+            "replicas": replicas, "init": init, "level": level, "absolute": bool(absolute), "engine": "full",
+            "max_steps": max_steps, "stop_fraction": stop_fraction, "steps_run": steps_run}
+    return FirstPassage(steps=steps, batch=traj.meta["batch"], meta=meta)
+
+
 def _run_first_passage(stepper, noise, state, hit, obs, level, max_steps, need) -> int:
-    """Fill ``hit`` (R,) in place with hitting steps; return the number of steps run."""
+    """Exact engine: fill ``hit`` (R,) in place with hitting steps; return the number of steps run.
+
+    Kept as its own loop (not :func:`popdyn.simulate.simulate` with ``stop``): it draws the
+    randomness of ``K`` steps at once for the replicas still running and drops arrived ones,
+    a layout of the random stream that a per-step engine cannot reproduce (and that makes
+    large ``max_steps`` cheap)."""
     R = stepper.R
     step = 0
-    if isinstance(stepper, SingleIndexFullStepper):
-        while step < max_steps and np.sum(np.isfinite(hit)) < need:
-            step += 1
-            try:
-                stepper.step(state, noise)
-            except NumericalError as exc:
-                raise NumericalError(str(exc), step=step) from exc
-            new = np.isinf(hit) & (obs(stepper.observe(state)["m"]) >= level)
-            hit[new] = step
-        return step
-    # exact engine: blocks of draws, active replicas only
     active = np.flatnonzero(np.isinf(hit))
     m = state["m"][active].copy()
     while step < max_steps and R - active.size < need:

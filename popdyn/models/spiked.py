@@ -439,53 +439,47 @@ class SpikedProblem:
         :math:`|m_\Sigma|` can dip far before it grows (misaligned spike, spherical flow:
         to 4 % of its start for :math:`\kappa = 50`, ``align = 0.1``, then escape at
         :math:`t \approx 6.7\cdot10^5`), so the stall level is set deep (``1e-6``).
+
+        Integrated by :func:`popdyn.ode.integrate` (LSODA, ``rtol = 1e-10``, ``atol = 1e-14``)
+        with three terminal user events (escape up, stall down, settle).
         """
-        from scipy.integrate import solve_ivp
+        from ..ode import integrate
 
         level = check_real("level", level, lower=0.0, upper=1.0, lower_open=True, upper_open=True)
+        t_max = check_real("t_max", t_max, lower=0.0, lower_open=True)
         st = self.ode_initial_state(state0)
-        y0 = np.concatenate([st[k] for k in self.ode_state_names])
         m_init = float(self.ode_escape_observable(st)[0])
         if m_init >= level:
             return 0.0
 
-        def unpack(y):
-            return {"p": y[0:1], "q": y[1:2], "S": y[2:3]}
+        def up(t, state):
+            return float(self.ode_escape_observable(state)[0]) - level
 
-        def fun(t, y):
-            r = self.ode_rhs(t, unpack(y))
-            return np.concatenate([r["p"], r["q"], r["S"]])
+        def down(t, state):
+            return float(self.ode_escape_observable(state)[0]) - stall_factor * m_init
 
-        def up(t, y):
-            return float(self.ode_escape_observable(unpack(y))[0]) - level
-
-        def down(t, y):
-            return float(self.ode_escape_observable(unpack(y))[0]) - stall_factor * m_init
-
-        def settle(t, y):
-            return t * float(np.linalg.norm(fun(t, y)) / np.linalg.norm(y)) - settle_tol
+        def settle(t, state):
+            r = self.ode_rhs(t, state)
+            f = np.concatenate([r["p"], r["q"], r["S"]])
+            y = np.concatenate([state["p"], state["q"], state["S"]])
+            return t * float(np.linalg.norm(f) / np.linalg.norm(y)) - settle_tol
 
         up.terminal = down.terminal = settle.terminal = True
         up.direction, down.direction, settle.direction = 1, -1, -1
-        sol = solve_ivp(fun, (0.0, t_max), y0, method="LSODA", rtol=1e-10, atol=1e-14, events=(up, down, settle))
-        if sol.t_events[0].size:
-            return float(sol.t_events[0][0])
+        traj = integrate(self, st, t_max, method="LSODA", rtol=1e-10, atol=1e-14, n_times=2, times="linear",
+                         events=[up, down, settle], progress=False)
+        if traj.events["up"].size:
+            return float(traj.events["up"][0])
         return math.inf
 
     def run_to_convergence(self, state0, t_end: float = 1e7) -> dict:
-        """Overlaps at ``t_end`` (a long run; use to read the final cos / m_Sigma)."""
-        from scipy.integrate import solve_ivp
+        """Overlaps at ``t_end`` (a long run; use to read the final cos / m_Sigma), by
+        :func:`popdyn.ode.integrate` (LSODA, ``rtol = 1e-10``, ``atol = 1e-14``)."""
+        from ..ode import integrate
 
-        st = self.ode_initial_state(state0)
-        y0 = np.concatenate([st[k] for k in self.ode_state_names])
-
-        def fun(t, y):
-            r = self.ode_rhs(t, {"p": y[0:1], "q": y[1:2], "S": y[2:3]})
-            return np.concatenate([r["p"], r["q"], r["S"]])
-
-        sol = solve_ivp(fun, (0.0, t_end), y0, method="LSODA", rtol=1e-10, atol=1e-14)
-        y = sol.y[:, -1]
-        o = self.overlaps({"p": y[0], "q": y[1], "S": y[2]})
+        traj = integrate(self, state0, t_end, method="LSODA", rtol=1e-10, atol=1e-14, n_times=2, times="linear",
+                         progress=False)
+        o = self.overlaps({k: traj.overlaps[k][-1, 0, 0] for k in self.ode_state_names})
         return {k: float(v) for k, v in o.items()}
 
 
@@ -653,7 +647,8 @@ class SimulatedEscape:
         Escape time of the overlap ODE from the same start (:meth:`SpikedProblem.escape_time`,
         ``inf`` when the ODE stalls), the cell value of :func:`escape_time_grid`.
     m_final : ndarray (R,)
-        :math:`m_\Sigma` per replica when the run stopped.
+        :math:`m_\Sigma` per replica when it stopped: at its passage step for the replicas that
+        escaped (they are frozen there), at the end of the run for the others.
     """
 
     r1: float
@@ -694,7 +689,8 @@ def escape_grid_simulation(student, teacher, d, points, flow, *, a_star: float =
 
     At each point :math:`\kappa = d^{r_2}`, ``align`` :math:`= d^{-r_1}`, ``replicas``
     independent online-SGD runs (:class:`popdyn.models.spiked_sim.SpikedStepper`, step
-    ``eta``, minibatch ``batch``, fresh samples each step) are tracked step by step, and each
+    ``eta``, minibatch ``batch``, fresh samples each step; :func:`popdyn.simulate.simulate` with
+    a per-step ``stop``) are tracked step by step, and each
     replica's first passage of :math:`|m_\Sigma| = w^\top\Sigma u/\sqrt{w^\top\Sigma w}` through
     ``level`` is recorded in the time unit of the ODE grid, :math:`t = \eta\cdot\text{step}`
     (the SGD mean increment is :math:`-\eta\nabla R`, so this matches gradient-flow time as
@@ -746,8 +742,7 @@ def escape_grid_simulation(student, teacher, d, points, flow, *, a_star: float =
     (1.0, True)
     """
     from .._random import spawn_generators
-    from ..errors import NumericalError
-    from ..simulate import make_stepper
+    from ..simulate import simulate
 
     d = check_int("d", d, minimum=3)
     flow = check_choice("flow", flow, FLOWS)
@@ -771,23 +766,13 @@ def escape_grid_simulation(student, teacher, d, points, flow, *, a_star: float =
         st0 = prob.initial_state()
         ode_time = prob.escape_time(st0, level=level, t_max=max(1e12, 10 * t_end))
         sim_init = float(prob.overlaps(st0)["m"][0]) if init == "ode" else "uniform"
-        stepper, noise = make_stepper(prob, d=d, algorithm="sgd", eta=eta, batch=batch, replicas=replicas,
-                                      init=sim_init, same_init=init == "ode", rng=gen)
-        state = stepper.init_state()
-        m_sigma = lambda: np.abs(stepper.overlaps(state["W"])["m_sigma"])  # noqa: E731
-        hit = np.where(m_sigma() >= level, 0.0, np.inf)
-        step = 0
-        with np.errstate(all="ignore"):  # non-finite weights are detected by the stepper
-            while step < n_steps and np.any(np.isinf(hit)):
-                step += 1
-                try:
-                    stepper.step(state, noise)
-                except NumericalError as exc:
-                    raise NumericalError(str(exc), step=step, time=step * eta) from exc
-                new = np.isinf(hit) & (m_sigma() >= level)
-                hit[new] = step * eta
+        traj = simulate(prob, d=d, algorithm="sgd", eta=eta, batch=batch, replicas=replicas, init=sim_init,
+                        same_init=init == "ode", steps=n_steps, n_record=2, record="linear", rng=gen,
+                        progress=False, max_steps=None, stop_every=1,
+                        stop=lambda o: np.abs(o["m_sigma"]) >= level)
+        hit = np.where(np.isnan(traj.events["stop_step"]), np.inf, traj.events["stop_step"] * eta)
         out.append(SimulatedEscape(float(r1), float(r2), kappa, align, hit, t_end, float(ode_time),
-                                   stepper.overlaps(state["W"])["m_sigma"]))
+                                   traj.overlaps["m_sigma"][-1]))
     return out
 
 
