@@ -18,11 +18,11 @@ from ._version import __version__
 from ._budget import DEFAULT_MAX_STEPS
 
 EXIT_OK, EXIT_NUMERICAL, EXIT_USAGE = 0, 1, 2
-#: ``predict --max-ode-steps`` default: the ODEs here take 10^2 - 10^4 adaptive steps to
-#: their default horizons (the stiff ones switch to an implicit method); 10^6 steps is
-#: minutes for the cheap right-hand sides, and a solve that needs more is reported with how
-#: far it got instead of running on unannounced.
-DEFAULT_MAX_ODE_STEPS = 10**6
+#: ``predict --max-ode-steps`` default: the ODEs of the README examples take 10^2 - 3*10^3
+#: adaptive steps to their horizons (multi-index to t = 1e12: 2216 steps, the stiff part in
+#: Radau); 10^5 is 30x that, and a solve that needs more is reported with how far it got
+#: instead of running on (with progress lines) for an hour.
+DEFAULT_MAX_ODE_STEPS = 10**5
 
 
 #: Longest error message printed (characters): a message echoing a huge user string
@@ -901,6 +901,8 @@ def _classify(exc: BaseException) -> tuple[int, str]:
     if isinstance(exc, OSError):
         where = f" {exc.filename!r}" if getattr(exc, "filename", None) else ""
         return EXIT_USAGE, f"error: cannot access{where}: {(exc.strerror or msg).rstrip('.')}."
+    if isinstance(exc, Warning):  # a warning turned into an error by the warnings filter (-W error)
+        return EXIT_NUMERICAL, f"warning raised as an error: {type(exc).__name__}: {msg}"
     if isinstance(exc, (FloatingPointError, ArithmeticError, RecursionError)):
         return EXIT_NUMERICAL, f"numerical failure: {type(exc).__name__}: {msg}"
     return EXIT_NUMERICAL, (f"internal error: {type(exc).__name__}: {msg} (please report it; rerun with --debug "

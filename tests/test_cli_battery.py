@@ -280,3 +280,16 @@ def test_bad_problem_files(content, needle, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert needle in err, err
+
+
+def test_predict_warns_outside_the_small_step_regime(capsys):
+    """A step the ODE cannot describe is a warning with the estimate, not a silent result."""
+    from popdyn.errors import LargeStepWarning
+
+    with pytest.warns(LargeStepWarning, match=r"moves the unit weight by ~1\.55e\+11 per step"):
+        assert main(["predict", "--model", "single-index", "--reuse", "2", "--eta-tilde", "1e12", "--t-end", "1"]) == 0
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LargeStepWarning)  # the README's step: no warning
+        assert main(["predict", "--model", "single-index", "--d", "128", "--eta", "0.0003453", "--t-end", "1"]) == 0

@@ -63,7 +63,42 @@ def _m0(opts) -> float:
     return 1.0 / math.sqrt(opts.d) if opts.init == "uniform" else float(parse_init(opts.init))
 
 
+#: Gauss-Hermite nodes for the step-size estimate (an order of magnitude is all it needs).
+_STEP_NODES = 80
+
+
+def check_step(problem, eta: float, d: int, batch: int) -> None:
+    r"""Warn (:class:`popdyn.errors.LargeStepWarning`) when the predicted run takes steps
+    outside the small-step regime of the overlap ODE.
+
+    One step moves the unit weight by :math:`N pprox r\,\eta\,\|\hat g\|` with
+    :math:`\|\hat g\|^2 pprox d\,E[y^2]\,E[\sigma'(z)^2]/B` at the equator (``r`` gradient
+    steps per minibatch with batch reuse); the ODE keeps only the leading term of the
+    renormalisation :math:`(1+N^2)^{-1/2}`, so its predictions lose their meaning once
+    :math:`N` exceeds ``RELATIVE_STEP_LIMIT`` (the simulators' own check of the same bound).
+    """
+    import warnings
+
+    import numpy as np
+
+    from ..errors import LargeStepWarning
+    from .single_index_sim import RELATIVE_STEP_LIMIT
+
+    z, w = np.polynomial.hermite_e.hermegauss(_STEP_NODES)
+    w = w / w.sum()
+    with np.errstate(all="ignore"):
+        sp2 = float(np.sum(w * np.asarray(problem.student.derivative(z), dtype=float) ** 2))
+    y2 = problem.a_star ** 2 * problem.teacher.second_moment
+    n_step = getattr(problem, "reuse", 1) * eta * np.sqrt(d * y2 * sp2 / batch)
+    if np.isfinite(n_step) and n_step > RELATIVE_STEP_LIMIT:
+        warnings.warn(LargeStepWarning(
+            f"eta = {eta:.3g} at d = {d}, batch = {batch} moves the unit weight by ~{n_step:.3g} per step, above "
+            f"{RELATIVE_STEP_LIMIT} (the small-step regime of the overlap ODE); its predictions do not describe "
+            "such a run: lower the step"), stacklevel=2)
+
+
 def _predict(problem, opts) -> Prediction:
+    check_step(problem, _step_size(opts), opts.d, opts.batch)
     return _predict_reuse(problem, opts) if _reuse(opts) else _predict_online(problem, opts)
 
 
