@@ -15,7 +15,7 @@ One command, every ratio measured side by side in the same run::
 (c) The exact engine's time per step at d = 1e2 vs d = 1e6.  Goal: within 1.2x.
 
 Timing: both engines are driven through the stepper protocol (``init_state`` / ``step``),
-i.e. exactly the loop :func:`popdyn.simulate.simulate` runs, without recording; each
+i.e. exactly the loop :func:`popdyn.simulation.simulate` runs, without recording; each
 measurement is the median over repetitions of ``steps`` steps, the repetitions of the
 engines being compared interleaved so that changes of the machine's load hit both alike.
 By default (``--full both``) (b) is measured against both full simulators, the
@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from popdyn.models.committee import CommitteeProblem  # noqa: E402
 from popdyn.models.committee_exact import initial_overlaps  # noqa: E402
-from popdyn.simulate import _lookup, make_stepper  # noqa: E402
+from popdyn.simulation import _lookup, make_stepper  # noqa: E402
 
 #: Goals from the issue.
 GOAL_B_RATIO_AT_1E4 = 100.0

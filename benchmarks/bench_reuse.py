@@ -7,7 +7,7 @@ One command, every ratio measured side by side in the same run::
 
 For each (d, B) both engines run the same problem (tanh student, He3 target, reuse 2,
 eta_tilde = 0.5, R = 100 replicas) through the stepper protocol -- exactly the loop of
-:func:`popdyn.simulate.simulate`, without recording.  Each time is the median over
+:func:`popdyn.simulation.simulate`, without recording.  Each time is the median over
 repetitions, with the repetitions of the two engines interleaved so that changes of the
 machine's load hit both alike.  Printed: milliseconds per iteration (one minibatch used
 for ``reuse`` steps), the ratio full/exact, and the exact engine's cost at the largest d
@@ -26,7 +26,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from popdyn.models.reuse import ReuseProblem  # noqa: E402
-from popdyn.simulate import make_stepper  # noqa: E402
+from popdyn.simulation import make_stepper  # noqa: E402
 
 #: Per-sample step scale eta * d / B (reference drift values, theory/lee2024/equations.md).
 ETA_TILDE = 0.5

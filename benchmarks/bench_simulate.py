@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from popdyn.models.multi_index import MultiIndexProblem  # noqa: E402
-from popdyn.simulate import simulate  # noqa: E402
+from popdyn.simulation import simulate  # noqa: E402
 
 GOAL = 0.5
 

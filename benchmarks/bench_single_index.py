@@ -11,7 +11,7 @@ One command, every ratio measured in the same run::
 (c) the exact engine's time per step at d = 1e2 against d = 1e6 (goal: within 1.2x).
 
 Both engines are driven through the stepper protocol (``init_state`` / ``step``), i.e. the
-loop :func:`popdyn.simulate.simulate` runs, without recording.  Each number is the median
+loop :func:`popdyn.simulation.simulate` runs, without recording.  Each number is the median
 of ``--repeat`` timings; the two d values of (c) are timed in alternation so that load from
 other processes affects both alike.
 """
@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from popdyn.models.single_index import SingleIndexProblem  # noqa: E402
-from popdyn.simulate import make_stepper  # noqa: E402
+from popdyn.simulation import make_stepper  # noqa: E402
 
 #: Goals of issue 4 (stated there for the committee simulator; the same engine design here).
 GOAL_B = 100.0

@@ -69,7 +69,7 @@ import theory.lee2024 as lee
 from popdyn.models.reuse import ReuseProblem, predicted_samples
 from popdyn.ode import integrate
 from popdyn.plot import save_figure
-from popdyn.simulate import simulate
+from popdyn.simulation import simulate
 
 FAST = os.environ.get("POPDYN_FAST", "0") == "1"
 OUT = Path(os.environ.get("POPDYN_NOTEBOOK_OUT", "notebook_output"))

@@ -54,7 +54,7 @@ import numpy as np
 from popdyn.models.spiked import (SpikedProblem, effective_dimension, escape_grid_simulation, escape_time_grid,
                                   kappa_critical, mc_initial_overlap, plot_escape_grid, plot_escape_points)
 from popdyn.plot import save_figure
-from popdyn.simulate import simulate
+from popdyn.simulation import simulate
 from theory.mousavi2023 import STAGE_POINTS, isotropic_escape_time, stage_exponents, three_stage_points
 
 FAST = os.environ.get("POPDYN_FAST", "0") == "1"

@@ -30,10 +30,10 @@ from __future__ import annotations
 from ._version import __version__
 
 from .activations import Activation, get_activation, registered_names
-from .compare import Comparison, compare
+from .comparison import Comparison, compare
 from .errors import LargeStepWarning, NumericalError
 from .exponents import generative_exponent, information_exponent
-from .fixedpoints import FixedPoint, FixedPointSet, classify, fixed_points, riemannian_hessian
+from .models.multi_index_fixedpoints import FixedPoint, FixedPointSet, classify, fixed_points, riemannian_hessian
 from .hermite import HermiteSeries, h_values, hermite_coefficients
 from .kernels import KernelValue, PairExpectation, correlation_kernel, correlation_kernel_expr, gaussian_pair_expectation
 from .models.covariance import CovarianceProblem, load_covariance, load_direction
@@ -48,10 +48,10 @@ from .models.spiked import (SimulatedEscape, SpikedProblem, effective_dimension,
                             escape_time_grid, kappa_critical, min_unlabeled, plot_escape_points)
 from .models.single_index_sim import first_passage
 from .ode import integrate
-from .simulate import initial_state, register_stepper, simulate
-from .threshold import ThresholdResult, smallest_eigenvalue_curve, threshold
+from .simulation import initial_state, register_stepper, simulate
+from .models.multi_index_threshold import ThresholdResult, smallest_eigenvalue_curve, threshold
 from .trajectory import Trajectory
-from .verify import verify
+from .verification import verify
 
 __all__ = [
     "__version__",

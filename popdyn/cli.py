@@ -229,7 +229,7 @@ def cmd_simulate(args) -> int:
     if model.simulate is not None:
         traj = model.simulate(problem, args, **run)
     else:
-        from .simulate import simulate
+        from .simulation import simulate
 
         traj = simulate(problem, d=args.d, algorithm=args.algorithm, eta=_eta_for(model, args), t_end=args.t_end,
                         batch=None if args.algorithm == "gf" else args.batch, n_samples=args.n_samples,
@@ -253,7 +253,7 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    """``popdyn compare``: ODE vs simulation, with the statistical verdict of :mod:`popdyn.compare`.
+    """``popdyn compare``: ODE vs simulation, with the statistical verdict of :mod:`popdyn.comparison`.
 
     Exit code 0 for every completed comparison, whether the verdict is "agree" or
     "DISAGREE": a disagreement is a measured result (the printed line and the JSON
@@ -263,7 +263,7 @@ def cmd_compare(args) -> int:
     """
     import numpy as np
 
-    from .compare import compare
+    from .comparison import compare
 
     from .model import get_model, models, parse_init
 
@@ -320,7 +320,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from .verify import list_papers, verify
+    from .verification import list_papers, verify
 
     if args.list:
         papers = list_papers(args.papers or None)

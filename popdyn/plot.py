@@ -47,7 +47,7 @@ def plot_comparison(result, path=None, *, max_neurons: int = 6, log_time: bool =
     for every index ``j``: solid lines are the ODE prediction, dots the simulated
     replica mean, and the band around the dots is
 
-    * ``spread="verdict"`` (default): the verdict band of :mod:`popdyn.compare`,
+    * ``spread="verdict"`` (default): the verdict band of :mod:`popdyn.comparison`,
       ``mean ± (z*·SE + c/sqrt(d))`` -- the same quantity the console and ``--json``
       report, so the verdict is "agree" exactly when every line stays inside its band
       at the dots;
@@ -56,7 +56,7 @@ def plot_comparison(result, path=None, *, max_neurons: int = 6, log_time: bool =
 
     Parameters
     ----------
-    result : popdyn.compare.Comparison
+    result : popdyn.comparison.Comparison
         Output of :func:`popdyn.compare`.
     path : str or Path, optional
         Where to save a PNG.

@@ -440,9 +440,9 @@ def test_main_maps_bad_input_to_2(monkeypatch, capsys, exc):
 def test_verify_exit_code_1_when_a_claim_fails(monkeypatch, capsys):
     import importlib
 
-    from popdyn.verify import ClaimResult
+    from popdyn.verification import ClaimResult
 
-    verify_module = importlib.import_module("popdyn.verify")
+    verify_module = importlib.import_module("popdyn.verification")
 
     def fake_verify(papers=None, *, quick=False, rng=0, progress=None):
         rows = [ClaimResult("X", "good", 1.0, 1.0, 0.1, True), ClaimResult("X", "bad", 1.0, 2.0, 0.1, False)]

@@ -38,7 +38,7 @@ from popdyn.models.committee import (
     simulate_committee,
 )
 from popdyn.models.committee_sim import CommitteeFullStepper, realise_overlaps, teacher_vectors
-from popdyn.simulate import initial_state, make_stepper
+from popdyn.simulation import initial_state, make_stepper
 
 #: Covariance and reference values of theory/CONVENTIONS.md (12 digits quoted there).
 C511 = np.array([[1, .5, .3, .2], [.5, 1, .4, .1], [.3, .4, 1, .6], [.2, .1, .6, 1]])

@@ -37,7 +37,7 @@ from popdyn.models.committee_exact import (
     psd_factor,
     step_sizes,
 )
-from popdyn.simulate import make_stepper, simulate
+from popdyn.simulation import make_stepper, simulate
 
 #: Family-wise false-alarm probability per statistical case (Bonferroni over its entries):
 #: with the seeds fixed the tests are deterministic; this level keeps a correct simulator
@@ -213,7 +213,7 @@ def test_statistical_check_has_power():
 
 def _registered_full():
     pytest.importorskip("popdyn.models.committee_sim")
-    from popdyn.simulate import _lookup
+    from popdyn.simulation import _lookup
 
     try:
         return _lookup(CommitteeProblem("erf", "erf", K=1, M=1), "full")
@@ -462,13 +462,13 @@ def test_huge_d_runs_and_moves_by_order_eta():
 def test_dict_init_through_simulate():
     """An explicit state as ``init`` starts every replica there (needs the engine to record a
     dict ``init`` in its parameters)."""
-    from popdyn.simulate import SimulationConfig
+    from popdyn.simulation import SimulationConfig
 
     init = {"Q": Q_STATE, "M": M_STATE, "a": [0.5, 0.6]}
     try:
         SimulationConfig(d=10, eta=0.1, init=init).describe()
     except TypeError:
-        pytest.skip("popdyn.simulate.SimulationConfig.describe cannot record a dict `init` yet")
+        pytest.skip("popdyn.simulation.SimulationConfig.describe cannot record a dict `init` yet")
     prob = CommitteeProblem("erf", "erf", K=2, M=2)
     traj = _run(prob, rng=1, init=init)
     np.testing.assert_array_equal(traj.Q[0], np.broadcast_to(Q_STATE, (5, 2, 2)))

@@ -1,4 +1,4 @@
-"""popdyn.compare: the overlap ODE against the finite-d simulation from the same start.
+"""popdyn.comparison: the overlap ODE against the finite-d simulation from the same start.
 
 * ``algorithm="gf"``: the d-dimensional gradient flow and the u-ODE are the same
   dynamics (theory/simsek2025/equations.md), so the deviation is integration error only.
@@ -15,7 +15,7 @@ import json
 import numpy as np
 import pytest
 
-from popdyn.compare import (C_FINITE, DIRECTION_LEVEL, FAMILY_ALPHA, SE_FLOOR, Comparison, compare, critical_z,
+from popdyn.comparison import (C_FINITE, DIRECTION_LEVEL, FAMILY_ALPHA, SE_FLOOR, Comparison, compare, critical_z,
                              final_directions)
 from popdyn.models.multi_index import MultiIndexProblem, gram
 from popdyn.ode import integrate

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from scipy.integrate import quad, solve_ivp
 
-from popdyn.compare import compare
+from popdyn.comparison import compare
 from popdyn.models.covariance import SYMMETRY_RTOL, CovarianceProblem, load_covariance, load_direction
 from popdyn.models.covariance_sim import CovarianceStepper, sample_inputs
 from popdyn.models.spiked import FLOWS, SpikedProblem, dense_population_flow, effective_dimension, min_unlabeled
-from popdyn.simulate import make_stepper, simulate
+from popdyn.simulation import make_stepper, simulate
 
 #: CovarianceProblem's d-dim flow projected on (p, q, S) vs SpikedProblem's overlap ODE, both
 #: DOP853 at rtol 1e-12 (required: 1e-9; observed <= 2e-11).

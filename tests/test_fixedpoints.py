@@ -1,4 +1,4 @@
-"""Tests for popdyn.fixedpoints: fixed points of the spherical correlation-loss flow.
+"""Tests for popdyn.models.multi_index_fixedpoints: fixed points of the spherical correlation-loss flow.
 
 References (theory/simsek2025/equations.md, orthogonal index vectors, sigma = sigma* = h_p so
 phi(t) = t^p): at u = (1/sqrt(s)) sum_{j in S} e_j the Riemannian Hessian has
@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from popdyn.fixedpoints import (
+from popdyn.models.multi_index_fixedpoints import (
     FixedPoint,
     FixedPointSet,
     classify,

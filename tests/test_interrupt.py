@@ -27,7 +27,7 @@ from popdyn import NumericalError, Trajectory
 from popdyn._progress import DeferredInterrupts, Interrupted, Progress
 from popdyn.models.multi_index import MultiIndexProblem
 from popdyn.models.multi_index_sim import MultiIndexStepper
-from popdyn.simulate import simulate
+from popdyn.simulation import simulate
 
 #: Seconds to wait for a subprocess to write its first checkpoint / to finish (generous:
 #: the 2 cores of the test machine are shared).
@@ -212,7 +212,7 @@ def _cli(argv):
     """
     if "--checkpoint-every" in inspect.getsource(popdyn.cli):
         return [sys.executable, "-m", "popdyn", "simulate", *argv, "--checkpoint-every", str(CLI_CHECKPOINT_EVERY)]
-    code = ("import importlib, sys; importlib.import_module('popdyn.simulate').CHECKPOINT_EVERY = float(sys.argv[1]); "
+    code = ("import importlib, sys; importlib.import_module('popdyn.simulation').CHECKPOINT_EVERY = float(sys.argv[1]); "
             "from popdyn.cli import main; sys.exit(main(sys.argv[2:]))")
     return [sys.executable, "-c", code, str(CLI_CHECKPOINT_EVERY), "simulate", *argv]
 

@@ -15,7 +15,7 @@ import pytest
 
 from popdyn.exponents import information_exponent
 from popdyn.models.reuse import ReuseProblem, predicted_samples, tanh_logcosh
-from popdyn.verify import Claim, ClaimResult
+from popdyn.verification import Claim, ClaimResult
 
 lee = importlib.import_module("theory.lee2024")
 

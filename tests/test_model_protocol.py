@@ -20,7 +20,7 @@ import pytest
 import popdyn
 from popdyn.cli import main
 from popdyn.model import Model, Option, Prediction, get_model, register_model, unregister_model
-from popdyn.simulate import register_stepper
+from popdyn.simulation import register_stepper
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,9 +170,9 @@ def test_verify_takes_a_claim_about_the_toy(monkeypatch):
     """A paper's claims are plain functions: a claim about the toy runs through ``verify``."""
     import importlib
 
-    from popdyn.verify import Claim, ClaimResult
+    from popdyn.verification import Claim, ClaimResult
 
-    verify_module = importlib.import_module("popdyn.verify")  # `popdyn.verify` the attribute is the function
+    verify_module = importlib.import_module("popdyn.verification")
 
     def run(quick, rng):
         traj = popdyn.integrate(ToyProblem(1.0), 0.0, 2.0)

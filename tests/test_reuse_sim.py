@@ -18,7 +18,7 @@ from popdyn.models.reuse_sim import (
     scaling_study,
     two_phase,
 )
-from popdyn.simulate import SimulationConfig, make_stepper, simulate
+from popdyn.simulation import SimulationConfig, make_stepper, simulate
 
 #: Rounding only: the exact engine and the full engine fed the same minibatch agree to this
 #: (a few hundred flops on O(1) numbers at d <= 12).

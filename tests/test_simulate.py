@@ -1,4 +1,4 @@
-"""Finite-d simulator (popdyn.simulate + popdyn.models.multi_index_sim) against independent routes.
+"""Finite-d simulator (popdyn.simulation + popdyn.models.multi_index_sim) against independent routes.
 
 * "gf"  : the d-dimensional flow vs the u-ODE integrated here with DOP853 (rtol 1e-11).
 * "sgd" : the mean one-step increment vs its second-order expansion (closed form for
@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
 
-from popdyn.simulate import GF_LOG_DECADES
+from popdyn.simulation import GF_LOG_DECADES
 from popdyn import NumericalError, Trajectory
 from popdyn.models.multi_index import MultiIndexProblem, gram
 from popdyn.models.multi_index_sim import MultiIndexStepper, initial_weights
-from popdyn.simulate import initial_state, make_stepper, simulate
+from popdyn.simulation import initial_state, make_stepper, simulate
 
 #: d-dimensional DOP853 (rtol 1e-10, atol 1e-12) vs u-ODE (rtol 1e-11): both errors are
 #: ~1e-10 over O(1) times; measured agreement ~1e-11, so 1e-8 leaves two decades.
@@ -667,7 +667,7 @@ def test_memory_budget_refuses_huge_sizes(kw, driver):
 
 def test_memory_terms_and_limit():
     from popdyn._budget import GiB, available_memory, check_memory
-    from popdyn.simulate import SimulationConfig, check_run_memory, memory_terms
+    from popdyn.simulation import SimulationConfig, check_run_memory, memory_terms
 
     prob = MultiIndexProblem("he3", "he3", np.eye(2), n_neurons=3)
     config = SimulationConfig(d=1000, algorithm="sgd", eta=0.01, batch=32, replicas=8)

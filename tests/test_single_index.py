@@ -16,7 +16,7 @@ from popdyn.errors import NumericalError
 from popdyn.models.single_index import (ODE_TIME_UNITS, SingleIndexProblem, escape_samples, step_size)
 from popdyn.models.single_index_sim import first_passage
 from popdyn.ode import integrate
-from popdyn.simulate import make_stepper, simulate
+from popdyn.simulation import make_stepper, simulate
 
 #: theory/bagj2021/equations.md: mean-field ODE steps to m = 1/2 for h3/h3, eta = 0.5 d^{-3/2}, m0 = d^{-1/2}.
 REFERENCE_H3 = {32: 783, 64: 3008, 128: 11954, 256: 48042}

@@ -10,7 +10,7 @@ from popdyn.errors import NumericalError
 from popdyn.models.spiked import SpikedProblem
 from popdyn.models.spiked import min_unlabeled
 from popdyn.models.spiked_sim import SpikedStepper, sample_inputs, spiked_directions
-from popdyn.simulate import make_stepper, simulate
+from popdyn.simulation import make_stepper, simulate
 
 FLOWS = ("spherical", "normalized", "preconditioned")
 #: Monte Carlo checks accept |estimate - reference| <= Z_TOL standard errors (fixed seeds;

@@ -1,4 +1,4 @@
-"""Tests for popdyn.threshold: beta_c for equiangular index vectors (arXiv 2411.08798).
+"""Tests for popdyn.models.multi_index_threshold: beta_c for equiangular index vectors (arXiv 2411.08798).
 
 Reference values (theory/simsek2025/equations.md; sigma = sigma*):
     h_p, any k:                 beta_c = (p - 2)/(k + p - 2)
@@ -17,9 +17,9 @@ import math
 import numpy as np
 import pytest
 
-from popdyn.fixedpoints import classify
+from popdyn.models.multi_index_fixedpoints import classify
 from popdyn.models.multi_index import MultiIndexProblem, gram, index_vectors
-from popdyn.threshold import ThresholdResult, average_overlap, smallest_eigenvalue_curve, threshold
+from popdyn.models.multi_index_threshold import ThresholdResult, average_overlap, smallest_eigenvalue_curve, threshold
 
 MONOMIAL = {(3, 3): 0.25, (4, 3): 0.4, (5, 8): 3 / 11}
 MIXED_12 = {  # (student = teacher spec, k) -> beta_c to 12 digits

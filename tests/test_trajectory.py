@@ -181,7 +181,7 @@ def test_ode_and_simulation_trajectories_round_trip(tmp_path):
     """Real results (an ODE solution and a short simulation) survive save/load and json."""
     from popdyn.models.multi_index import MultiIndexProblem, gram
     from popdyn.ode import integrate
-    from popdyn.simulate import simulate
+    from popdyn.simulation import simulate
 
     prob = MultiIndexProblem("he3", "he3", gram("orthogonal", 2), n_neurons=2)
     sim = simulate(prob, d=30, algorithm="sgd", eta=0.01, steps=50, batch=4, replicas=2, init=0.3,

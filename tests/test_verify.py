@@ -1,4 +1,4 @@
-"""popdyn.verify and the claims of arXiv 2411.08798 (theory/simsek2025).
+"""popdyn.verification and the claims of arXiv 2411.08798 (theory/simsek2025).
 
 * The registry: the paper and its four claims are found (entry point, and the
   source-checkout fallback gives the same table).
@@ -19,10 +19,10 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from popdyn.verify import Claim, ClaimResult, list_papers, load_claims, verify
+from popdyn.verification import Claim, ClaimResult, list_papers, load_claims, verify
 
-# `popdyn.verify` as an attribute is the re-exported function; get the module itself
-verify_module = importlib.import_module("popdyn.verify")
+# the module popdyn.verification (popdyn.verify is the function)
+verify_module = importlib.import_module("popdyn.verification")
 
 PAPER = "2411.08798"
 CLAIM_NAMES = ["directional_convergence", "beta_c", "coupon_collector", "escape_time_scaling"]

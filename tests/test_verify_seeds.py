@@ -2,7 +2,7 @@
 
 A claim that passes for one seed and fails for another is a coin toss, not a check.  The
 slow test runs every quick claim of every paper with the streams ``verify`` gives it
-(:func:`popdyn.verify.claim_generator`) for the seeds ``SEEDS`` and requires every row to
+(:func:`popdyn.verification.claim_generator`) for the seeds ``SEEDS`` and requires every row to
 pass.  A claim that never draws from its ``rng`` (its generator's state and spawn count are
 unchanged after the first seed) is deterministic: its result cannot depend on the seed, so it
 runs once.
@@ -26,7 +26,7 @@ import time
 import numpy as np
 import pytest
 
-from popdyn.verify import claim_generator, load_claims
+from popdyn.verification import claim_generator, load_claims
 
 #: Seeds of the slow test (at least 5).
 SEEDS = tuple(range(5))

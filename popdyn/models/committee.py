@@ -60,7 +60,7 @@ Simulation
 ----------
 ``engine="full"`` (:mod:`popdyn.models.committee_sim`, the d-dimensional ground truth)
 and ``engine="exact"`` (:mod:`popdyn.models.committee_exact`, d-free) are registered
-for :func:`popdyn.simulate.simulate`.  :func:`simulate_committee` runs either in the
+for :func:`popdyn.simulation.simulate`.  :func:`simulate_committee` runs either in the
 ODE's units (``eta = delta/d``, ``t = steps/d``) and adds ``eps_g``.  The classic
 plateau comparison is :func:`classic_problem`, :func:`classic_initial_state`,
 :func:`deviation_table` and :func:`plot_committee`.
@@ -662,7 +662,7 @@ def steps_per_d(traj, problem: CommitteeProblem | None = None):
     r"""A simulation trajectory re-timed from ``t = eta * steps`` to the ODE's ``t = steps/d``.
 
     Uses ``meta["record_steps"]`` and ``meta["d"]`` written by
-    :func:`popdyn.simulate.simulate`.  The time unit becomes ``"t = steps / d"`` (or
+    :func:`popdyn.simulation.simulate`.  The time unit becomes ``"t = steps / d"`` (or
     ``"alpha = steps / N"`` when ``problem.conventions == "saad-solla"``).
     """
     steps = traj.meta.get("record_steps")
@@ -684,7 +684,7 @@ def simulate_committee(problem: CommitteeProblem, *, d: int, t_end: float, repli
                        include_noise: bool = False, max_steps=DEFAULT_MAX_STEPS, **kwargs):
     r"""Online SGD at dimension ``d`` in the ODE's units: ``eta = delta/d``, time ``t = steps/d``.
 
-    A thin wrapper of :func:`popdyn.simulate.simulate` (either engine) that sets
+    A thin wrapper of :func:`popdyn.simulation.simulate` (either engine) that sets
     ``eta = problem.eta(d)`` and ``steps = round(t_end * d)``, converts ``record`` times from
     ``steps/d`` to the engine's unit, re-times the result (:func:`steps_per_d`) and adds
     ``eps_g`` (:func:`add_eps_g`).  Other keyword arguments go to ``simulate`` (e.g.
@@ -703,7 +703,7 @@ def simulate_committee(problem: CommitteeProblem, *, d: int, t_end: float, repli
     ('t = steps / d', 1.0, (3, 2))
     """
     from .._budget import check_steps
-    from ..simulate import simulate
+    from ..simulation import simulate
 
     d = check_int("d", d, minimum=1)
     t_end = check_real("t_end", t_end, lower=0.0, lower_open=True)
@@ -750,7 +750,7 @@ def classic_initial_state(problem: CommitteeProblem | None = None, *, d: int = C
     """The initial overlaps ``{"Q", "M", "a"}`` of a seeded full simulation (see :data:`CLASSIC`).
 
     Exactly the state :func:`simulate_committee` with the same ``d``, ``init`` and
-    ``rng=seed`` starts from (``popdyn.simulate.initial_state``).
+    ``rng=seed`` starts from (``popdyn.simulation.initial_state``).
 
     Examples
     --------
@@ -758,7 +758,7 @@ def classic_initial_state(problem: CommitteeProblem | None = None, *, d: int = C
     >>> np.round(s0["Q"], 4).tolist(), np.round(s0["M"], 4).tolist()
     ([[0.2463, -0.0022], [-0.0022, 0.2295]], [[-0.0149, 0.0011], [-0.0159, -0.034]])
     """
-    from ..simulate import initial_state
+    from ..simulation import initial_state
 
     problem = classic_problem() if problem is None else problem
     return initial_state(problem, d, init=init, rng=seed)[2]
@@ -821,7 +821,7 @@ def plot_committee(traj_ode, traj_sim=None, path=None, *, title: str = ""):
 
 
 def _register() -> None:
-    from ..simulate import register_stepper
+    from ..simulation import register_stepper
 
     register_stepper(CommitteeProblem, "popdyn.models.committee_sim:CommitteeFullStepper", engine="full")
     register_stepper(CommitteeProblem, "popdyn.models.committee_exact:CommitteeExactStepper", engine="exact")

@@ -5,7 +5,7 @@ Online SGD with fresh Gaussian samples is simulated *exactly* at any finite dime
 :math:`W`: the state is the order parameters :math:`(Q, M, a)` and each step draws the
 low-dimensional projections of the minibatch from their exact joint law (theory/CONVENTIONS.md,
 "Exact d-free simulation of online SGD").
-The cost per step is independent of ``d``.  It plugs into :func:`popdyn.simulate.simulate`
+The cost per step is independent of ``d``.  It plugs into :func:`popdyn.simulation.simulate`
 as the ``engine="exact"`` stepper of :class:`~popdyn.models.committee.CommitteeProblem`.
 
 Model (popdyn conventions, see :mod:`popdyn.models.committee`)
@@ -106,7 +106,7 @@ M. S. Bartlett, "On the theory of statistical regression", Proc. R. Soc. Edinbur
 Examples
 --------
 >>> from popdyn.models.committee import CommitteeProblem
->>> from popdyn.simulate import simulate
+>>> from popdyn.simulation import simulate
 >>> prob = CommitteeProblem("erf", "erf", K=2, M=2)
 >>> traj = simulate(prob, d=10**6, eta=prob.eta(10**6), steps=50, replicas=4, init=0.5,
 ...                 rng=0, engine="exact", n_record=3)
@@ -396,7 +396,7 @@ class CommitteeExactStepper:
     r"""Exact d-free online-SGD steps of the committee machine (stepper protocol,
     ``engine="exact"``).
 
-    Built by :func:`popdyn.simulate.make_stepper` / :func:`popdyn.simulate.simulate` with
+    Built by :func:`popdyn.simulation.make_stepper` / :func:`popdyn.simulation.simulate` with
     ``engine="exact"``; see the module docstring for the law and the update.  The state is
     ``{"Q": (R, K, K), "M": (R, K, M), "a": (R, K)}``; ``observe`` returns copies of the
     same three arrays.  Each step draws, in this order from the noise stream, the frame
@@ -473,7 +473,7 @@ class CommitteeExactStepper:
         """Divergence message when a student norm ``Q_ii`` exceeds
         :data:`~popdyn.models.committee.NORM_GROWTH_LIMIT` times the problem's norm scale
         (:func:`~popdyn.models.committee.check_norms`), else ``None`` (called by
-        :func:`popdyn.simulate.simulate` at each recording time)."""
+        :func:`popdyn.simulation.simulate` at each recording time)."""
         from .committee import check_norms
 
         return check_norms(self.problem, state["Q"], self.Q0, eta=self.eta, d=self.d)
@@ -517,7 +517,7 @@ class CommitteeExactStepper:
 
 
 def _register() -> None:
-    from ..simulate import register_stepper
+    from ..simulation import register_stepper
 
     register_stepper(CommitteeProblem, "popdyn.models.committee_exact:CommitteeExactStepper", engine="exact")
 

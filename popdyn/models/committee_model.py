@@ -36,7 +36,7 @@ def _predict(problem, opts) -> Prediction:
     import numpy as np
 
     from ..ode import integrate
-    from ..simulate import initial_state
+    from ..simulation import initial_state
     from .committee import add_eps_g
 
     state0 = initial_state(problem, opts.d, init=parse_init(opts.init), rng=opts.seed)[2]

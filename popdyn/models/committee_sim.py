@@ -4,9 +4,9 @@ The ground truth for the committee ODE (:mod:`popdyn.models.committee`) and for 
 d-free engine (:mod:`popdyn.models.committee_exact`): the weights :math:`W` (``R x K x d``)
 and the fresh samples :math:`x \in \mathbb{R}^d` are materialised, vectorised over
 replicas and the minibatch; the only Python loop is the engine's loop over steps.  It
-plugs into :func:`popdyn.simulate.simulate` as the ``engine="full"`` stepper of
+plugs into :func:`popdyn.simulation.simulate` as the ``engine="full"`` stepper of
 :class:`~popdyn.models.committee.CommitteeProblem` (stepper protocol in
-:mod:`popdyn.simulate`).
+:mod:`popdyn.simulation`).
 
 Model and update (popdyn conventions)
 -------------------------------------
@@ -62,7 +62,7 @@ Examples
 --------
 >>> import numpy as np
 >>> from popdyn.models.committee import CommitteeProblem
->>> from popdyn.simulate import make_stepper, simulate
+>>> from popdyn.simulation import make_stepper, simulate
 >>> prob = CommitteeProblem("erf", "erf", K=2, M=2, delta=0.5)
 >>> traj = simulate(prob, d=100, eta=prob.eta(100), steps=50, replicas=3, init=0.5, rng=0, n_record=3)
 >>> traj.Q.shape, traj.M.shape, traj.a.shape
@@ -245,7 +245,7 @@ class CommitteeFullStepper:
     model = "committee"
     algorithms = ("sgd",)
     continuous = False
-    #: ``(V, W0, state0)`` from the ``model``/``init`` streams (:func:`popdyn.simulate.initial_state`).
+    #: ``(V, W0, state0)`` from the ``model``/``init`` streams (:func:`popdyn.simulation.initial_state`).
     initial_state = staticmethod(initial_state)
 
     def __init__(self, problem: CommitteeProblem, config, streams: dict):
@@ -309,7 +309,7 @@ class CommitteeFullStepper:
         """Divergence message when a student norm ``Q_ii`` exceeds
         :data:`~popdyn.models.committee.NORM_GROWTH_LIMIT` times the problem's norm scale
         (:func:`~popdyn.models.committee.check_norms`), else ``None`` (called by
-        :func:`popdyn.simulate.simulate` at each recording time)."""
+        :func:`popdyn.simulation.simulate` at each recording time)."""
         from .committee import check_norms
 
         return check_norms(self.problem, self.observe(state)["Q"], self.state0["Q"], eta=self.eta, d=self.d)

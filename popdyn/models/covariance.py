@@ -480,6 +480,6 @@ class CovarianceProblem:
         return math.inf
 
 
-from ..simulate import register_stepper  # noqa: E402  (registration at import time, string form)
+from ..simulation import register_stepper  # noqa: E402  (registration at import time, string form)
 
 register_stepper(CovarianceProblem, "popdyn.models.covariance_sim:CovarianceStepper", engine="full")

@@ -2,7 +2,7 @@ r"""Finite-d simulator for a general input covariance (arXiv 2309.03843 beyond t
 
 Ground truth for the d-dimensional population flow of
 :class:`~popdyn.models.covariance.CovarianceProblem`.  Plugs into
-:func:`popdyn.simulate.simulate` (``algorithm="sgd"`` or ``"gd"``, ``engine="full"``).
+:func:`popdyn.simulation.simulate` (``algorithm="sgd"`` or ``"gd"``, ``engine="full"``).
 
 :class:`CovarianceStepper` **is** :class:`~popdyn.models.spiked_sim.SpikedStepper` (same
 loss, gradient, update and retraction for the ``"spherical"``, ``"normalized"`` and

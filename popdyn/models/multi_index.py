@@ -376,8 +376,8 @@ class MultiIndexProblem:
     ode_correction_label = "eta*(d-1)/(2B) C(u) u"
 
     def end_labels(self, state) -> list:
-        """Where each neuron ends: ``"+v1"``, ``"-v3"`` or ``"none"`` (:func:`popdyn.compare.final_directions`)."""
-        from ..compare import final_directions
+        """Where each neuron ends: ``"+v1"``, ``"-v3"`` or ``"none"`` (:func:`popdyn.comparison.final_directions`)."""
+        from ..comparison import final_directions
 
         return final_directions(np.asarray(state["u"]))
 
@@ -948,7 +948,7 @@ def loss_report(problem: MultiIndexProblem, latex: bool = False) -> dict:
 
 
 def _register() -> None:
-    from ..simulate import register_stepper
+    from ..simulation import register_stepper
 
     register_stepper(MultiIndexProblem, "popdyn.models.multi_index_sim:MultiIndexStepper", engine="full")
 

@@ -77,9 +77,9 @@ def _parse_u0(opts, problem):
 def _predict(problem, opts) -> Prediction:
     import numpy as np
 
-    from ..compare import final_directions
+    from ..comparison import final_directions
     from ..ode import integrate
-    from ..simulate import initial_state
+    from ..simulation import initial_state
 
     if opts.u0 is not None:
         u0 = _parse_u0(opts, problem)
@@ -129,7 +129,7 @@ def _fmt(x, digits: int = 12) -> str:
 
 
 def _run_threshold(args) -> Prediction:
-    from ..threshold import threshold
+    from .multi_index_threshold import threshold
 
     res = threshold(args.student, args.teacher, args.k, method=args.method, degree=args.degree)
     exact = f"   (exact: {res.as_dict()['exact']})" if res.exact is not None else ""
@@ -140,7 +140,7 @@ def _run_threshold(args) -> Prediction:
 
 
 def _run_fixed_points(args) -> Prediction:
-    from ..fixedpoints import fixed_points
+    from .multi_index_fixedpoints import fixed_points
 
     fps = fixed_points(_one_neuron(args), n_random=args.random_starts, rng=args.seed)
     return Prediction(fps.as_dict(), [fps.summary()])

@@ -1,8 +1,8 @@
 r"""Finite-d simulator of the multi-index model with correlation loss (arXiv 2411.08798).
 
 This is the ground truth that the overlap ODE of :mod:`popdyn.models.multi_index` must
-match.  It plugs into the generic engine :func:`popdyn.simulate.simulate` through
-:class:`MultiIndexStepper` (see the stepper protocol in :mod:`popdyn.simulate`).
+match.  It plugs into the generic engine :func:`popdyn.simulation.simulate` through
+:class:`MultiIndexStepper` (see the stepper protocol in :mod:`popdyn.simulation`).
 
 Model
 -----
@@ -57,7 +57,7 @@ The engine spawns four streams from one ``SeedSequence``: ``model`` (index vecto
 fresh samples of ``"sgd"``, the permutations of ``"gd"``).  ``V`` and ``W0`` therefore
 depend only on the seed, ``d``, ``init``, ``same_init`` and ``replicas``: a ``"gf"``
 and an ``"sgd"`` run with the same seed start from the same ``V`` and ``W0``, and
-:func:`popdyn.simulate.initial_state` returns them without simulating.  The index
+:func:`popdyn.simulation.initial_state` returns them without simulating.  The index
 vectors are shared by all replicas (one teacher).
 
 References
@@ -79,7 +79,7 @@ import numpy as np
 from .._random import as_generator
 from .._validation import check_finite_array, check_init_scalar, check_int
 from ..errors import NumericalError
-from ..simulate import epoch_state, next_minibatch
+from ..simulation import epoch_state, next_minibatch
 from .multi_index import PSD_TOL, MultiIndexProblem, index_vectors
 
 __all__ = ["initial_weights", "initial_state", "MultiIndexStepper", "INIT_CHOICES", "SPHERE_TOL"]
@@ -318,8 +318,8 @@ def initial_state(problem: MultiIndexProblem, d: int, *, init="uniform", model_r
     ``same_init`` (all replicas start there) or ``(R, N, d)`` otherwise; ``u0 = W0 V^T``
     (shape ``(N, k)`` or ``(R, N, k)``), the initial condition of the u-ODE.
 
-    Use :func:`popdyn.simulate.initial_state` to get the state a seeded
-    :func:`~popdyn.simulate.simulate` run starts from.
+    Use :func:`popdyn.simulation.initial_state` to get the state a seeded
+    :func:`~popdyn.simulation.simulate` run starts from.
     """
     if not isinstance(problem, MultiIndexProblem):
         raise TypeError(f"`problem` must be a MultiIndexProblem, got {type(problem).__name__}.")
@@ -333,7 +333,7 @@ def initial_state(problem: MultiIndexProblem, d: int, *, init="uniform", model_r
 class MultiIndexStepper:
     r"""Simulator steps of the multi-index correlation-loss model (the stepper protocol).
 
-    Built by :func:`popdyn.simulate.make_stepper`; see :mod:`popdyn.simulate` for the
+    Built by :func:`popdyn.simulation.make_stepper`; see :mod:`popdyn.simulation` for the
     protocol and the module docstring for the algorithms.
 
     Attributes
@@ -350,7 +350,7 @@ class MultiIndexStepper:
 
     model = "multi_index"
     algorithms = ("gf", "sgd", "gd")
-    #: ``(V, W0, u0)`` from the ``model``/``init`` streams (used by :func:`popdyn.simulate.initial_state`).
+    #: ``(V, W0, u0)`` from the ``model``/``init`` streams (used by :func:`popdyn.simulation.initial_state`).
     initial_state = staticmethod(initial_state)
 
     def __init__(self, problem: MultiIndexProblem, config, streams: dict):

@@ -165,7 +165,7 @@ import numpy as np
 from .._validation import check_choice, check_int, check_real, check_time_unit
 from ..activations import Activation, get_activation
 from ..errors import NumericalError
-from ..simulate import register_stepper
+from ..simulation import register_stepper
 from .single_index import AlignmentODE
 
 __all__ = [

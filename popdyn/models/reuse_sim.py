@@ -1,6 +1,6 @@
 r"""Finite-d simulators of spherical SGD with batch reuse (arXiv 2406.01581): exact and full.
 
-Both engines plug into :func:`popdyn.simulate.simulate` (``algorithm="sgd"``) through the
+Both engines plug into :func:`popdyn.simulation.simulate` (``algorithm="sgd"``) through the
 stepper protocol, registered for :class:`~popdyn.models.reuse.ReuseProblem` with
 ``engine="exact"`` (:class:`ReuseExactStepper`) and ``engine="full"``
 (:class:`ReuseFullStepper`).  On top of them: :func:`two_phase` (Phase I alignment of a
@@ -30,7 +30,7 @@ interpolation step with :math:`\xi` = ``problem.interpolation``:
 
 ``r = 1, xi = 1`` is plain online spherical SGD (the control, same code path).  The
 per-sample step scale is :math:`\tilde\eta = \eta d / B`; one iteration consumes ``B``
-samples whatever ``r`` is, and ``t = eta * iterations`` (:func:`~popdyn.simulate.simulate`
+samples whatever ``r`` is, and ``t = eta * iterations`` (:func:`~popdyn.simulation.simulate`
 counts iterations as steps).  The interpolation schedule is our reconstruction
 (theory/lee2024/equations.md, "Reconstruction of the algorithm"): the exact schedule of the paper's Algorithm 1 was not available.
 
@@ -133,7 +133,7 @@ from .._validation import check_choice, check_int, check_real
 from ..errors import NumericalError
 from ..readout import RidgeMoments
 from ..samplers import BartlettFactor
-from ..simulate import _root_from_record, _root_sequence, _streams
+from ..simulation import _root_from_record, _root_sequence, _streams
 from .multi_index_sim import fast_evaluator
 from .single_index_sim import INIT_CHOICES, ScalarAlignmentState, _parse_init, initial_alignment, spherical_start
 
@@ -260,7 +260,7 @@ class ReuseExactStepper(ScalarAlignmentState, _Base):
     Examples
     --------
     >>> from popdyn.models.reuse import ReuseProblem
-    >>> from popdyn.simulate import simulate
+    >>> from popdyn.simulation import simulate
     >>> prob = ReuseProblem("tanh", "he3", reuse=2)
     >>> traj = simulate(prob, d=10**6, eta=0.5e-6, steps=100, replicas=4, init=0.1,
     ...                 engine="exact", rng=0, n_record=3)
@@ -405,12 +405,12 @@ class ReuseExactStepper(ScalarAlignmentState, _Base):
 # --------------------------------------------------------------------------------------
 class ReuseFullStepper(_Base):
     r"""Full d-dimensional batch-reuse SGD of ``N`` neurons per replica (stepper protocol of
-    :mod:`popdyn.simulate`; module docstring).
+    :mod:`popdyn.simulation`; module docstring).
 
     Parameters
     ----------
     problem : ReuseProblem
-    config : popdyn.simulate.SimulationConfig
+    config : popdyn.simulation.SimulationConfig
     streams : dict of Generator
     n_neurons : int, optional
         Overrides the problem's ``n_neurons`` (default: that attribute, else 1).
@@ -652,7 +652,7 @@ def two_phase(problem, *, d, n_neurons, eta_tilde, batch=1, phase1_samples, phas
     >>> bool(res.test_error.max() < 0.1)
     True
     """
-    from ..simulate import SimulationConfig
+    from ..simulation import SimulationConfig
     from ..trajectory import Trajectory
 
     _check_problem(problem)
@@ -856,7 +856,7 @@ def samples_to_reach(problem, d, *, eta_tilde, batch=1, m_target=0.5, replicas, 
     >>> res.samples.shape, res.fraction_reached
     ((8,), 1.0)
     """
-    from ..simulate import make_stepper, simulate
+    from ..simulation import make_stepper, simulate
 
     _check_problem(problem)
     d = check_int("d", d, minimum=2)
@@ -898,7 +898,7 @@ def samples_to_reach(problem, d, *, eta_tilde, batch=1, m_target=0.5, replicas, 
 def _run_exact(stepper, noise, m_all, hit, level, max_iter) -> int:
     """Fill ``hit`` (R,) with hitting iterations (exact engine, blocks, active replicas only).
 
-    Kept as its own loop (not :func:`popdyn.simulate.simulate` with ``stop``): it draws the
+    Kept as its own loop (not :func:`popdyn.simulation.simulate` with ``stop``): it draws the
     randomness of ``K`` iterations at once for the replicas still running and drops arrived
     ones, a layout of the random stream that a per-step engine cannot reproduce."""
     active = np.flatnonzero(np.isinf(hit))

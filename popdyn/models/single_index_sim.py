@@ -1,6 +1,6 @@
 r"""Finite-d simulators of single-index spherical online SGD: full and exact (d-free).
 
-Both plug into :func:`popdyn.simulate.simulate` (``algorithm="sgd"``) through the stepper
+Both plug into :func:`popdyn.simulation.simulate` (``algorithm="sgd"``) through the stepper
 protocol, registered for :class:`~popdyn.models.single_index.SingleIndexProblem` with
 ``engine="full"`` and ``engine="exact"``.  The recorded overlap is ``{"m": (n_times, R)}``.
 
@@ -58,7 +58,7 @@ First-passage times
 -------------------
 :func:`first_passage` runs either engine until ``m`` (or ``|m|``) reaches a level and
 returns each replica's hitting step.  The full engine goes through
-:func:`popdyn.simulate.simulate` with a per-step ``stop``; with the exact engine it draws the randomness in
+:func:`popdyn.simulation.simulate` with a per-step ``stop``; with the exact engine it draws the randomness in
 blocks of steps and drops replicas that have arrived, so that large ``d`` costs nothing
 extra (used by the BAGJ escape-scaling claim in ``theory/bagj2021``).
 
@@ -111,8 +111,8 @@ def initial_state(problem, d, *, init="uniform", model_rng=None, init_rng=None, 
     r"""Teacher direction, initial weights and alignments of the full engine: ``(theta, W0, m0)``.
 
     ``theta`` has shape ``(d,)``; ``W0`` has shape ``(d,)`` when ``same_init`` else
-    ``(R, d)``; ``m0 = W0 @ theta``.  Use :func:`popdyn.simulate.initial_state` for the
-    state a seeded :func:`~popdyn.simulate.simulate` run starts from.
+    ``(R, d)``; ``m0 = W0 @ theta``.  Use :func:`popdyn.simulation.initial_state` for the
+    state a seeded :func:`~popdyn.simulation.simulate` run starts from.
     """
     if not isinstance(problem, SingleIndexProblem):
         raise TypeError(f"`problem` must be a SingleIndexProblem, got {type(problem).__name__}.")
@@ -172,7 +172,7 @@ STEP_SMALL_SAMPLE_FACTOR = 100.0
 class StepSizeMonitor:
     """Mixin for spherical steppers: accumulate the squared relative steps ``N^2`` of each
     update (:meth:`_record_steps`) and report them in :meth:`check_state`, which
-    :func:`popdyn.simulate.simulate` calls at every recording time."""
+    :func:`popdyn.simulation.simulate` calls at every recording time."""
 
     def _record_steps(self, n2_sum: float, count: int) -> None:
         """Add ``count`` squared relative steps with sum ``n2_sum``."""
@@ -277,7 +277,7 @@ class _Base:
 
 
 class SingleIndexFullStepper(StepSizeMonitor, _Base):
-    r"""Full d-dimensional online SGD (stepper protocol of :mod:`popdyn.simulate`).
+    r"""Full d-dimensional online SGD (stepper protocol of :mod:`popdyn.simulation`).
 
     Attributes
     ----------
@@ -469,7 +469,7 @@ def first_passage(problem, d, *, eta, batch=1, replicas=200, m0=None, level=0.5,
     NumericalError
         A non-finite alignment (reported with its step).
     """
-    from ..simulate import make_stepper
+    from ..simulation import make_stepper
 
     if not isinstance(problem, SingleIndexProblem):
         raise TypeError(f"`problem` must be a SingleIndexProblem, got {type(problem).__name__}.")
@@ -501,10 +501,10 @@ def first_passage(problem, d, *, eta, batch=1, replicas=200, m0=None, level=0.5,
 
 def _first_passage_full(problem, d, eta, batch, replicas, init, obs, level, max_steps, stop_fraction, absolute,
                         rng) -> FirstPassage:
-    """:func:`first_passage` with the full engine: :func:`popdyn.simulate.simulate` with a per-step
+    """:func:`first_passage` with the full engine: :func:`popdyn.simulation.simulate` with a per-step
     ``stop`` (``stop_every=1``).  Same random stream as the stepper run by hand: every replica
     draws its samples at every step until the run ends, arrived replicas are frozen."""
-    from ..simulate import simulate
+    from ..simulation import simulate
 
     arrived = np.zeros(replicas, dtype=bool)  # replicas that really reached the level
     need = math.ceil(stop_fraction * replicas - 1e-9)
@@ -529,7 +529,7 @@ def _first_passage_full(problem, d, eta, batch, replicas, init, obs, level, max_
 def _run_first_passage(stepper, noise, state, hit, obs, level, max_steps, need) -> int:
     """Exact engine: fill ``hit`` (R,) in place with hitting steps; return the number of steps run.
 
-    Kept as its own loop (not :func:`popdyn.simulate.simulate` with ``stop``): it draws the
+    Kept as its own loop (not :func:`popdyn.simulation.simulate` with ``stop``): it draws the
     randomness of ``K`` steps at once for the replicas still running and drops arrived ones,
     a layout of the random stream that a per-step engine cannot reproduce (and that makes
     large ``max_steps`` cheap)."""

@@ -622,7 +622,7 @@ def plot_escape_grid(times, r1_values, r2_values, *, ax=None, title=None, overla
     return ax
 
 
-from ..simulate import register_stepper  # noqa: E402  (registration at import time, string form)
+from ..simulation import register_stepper  # noqa: E402  (registration at import time, string form)
 
 register_stepper(SpikedProblem, "popdyn.models.spiked_sim:SpikedStepper", engine="full")
 
@@ -689,7 +689,7 @@ def escape_grid_simulation(student, teacher, d, points, flow, *, a_star: float =
 
     At each point :math:`\kappa = d^{r_2}`, ``align`` :math:`= d^{-r_1}`, ``replicas``
     independent online-SGD runs (:class:`popdyn.models.spiked_sim.SpikedStepper`, step
-    ``eta``, minibatch ``batch``, fresh samples each step; :func:`popdyn.simulate.simulate` with
+    ``eta``, minibatch ``batch``, fresh samples each step; :func:`popdyn.simulation.simulate` with
     a per-step ``stop``) are tracked step by step, and each
     replica's first passage of :math:`|m_\Sigma| = w^\top\Sigma u/\sqrt{w^\top\Sigma w}` through
     ``level`` is recorded in the time unit of the ODE grid, :math:`t = \eta\cdot\text{step}`
@@ -742,7 +742,7 @@ def escape_grid_simulation(student, teacher, d, points, flow, *, a_star: float =
     (1.0, True)
     """
     from .._random import spawn_generators
-    from ..simulate import simulate
+    from ..simulation import simulate
 
     d = check_int("d", d, minimum=3)
     flow = check_choice("flow", flow, FLOWS)

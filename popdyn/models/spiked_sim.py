@@ -1,8 +1,8 @@
 r"""Finite-d simulators of the spiked-covariance single-index model (arXiv 2309.03843).
 
 Ground truth for the population/ODE description of :mod:`popdyn.models.spiked`.  Plugs
-into :func:`popdyn.simulate.simulate` (``algorithm="sgd"`` or ``"gd"``, ``engine="full"``)
-through :class:`SpikedStepper` (stepper protocol of :mod:`popdyn.simulate`).
+into :func:`popdyn.simulation.simulate` (``algorithm="sgd"`` or ``"gd"``, ``engine="full"``)
+through :class:`SpikedStepper` (stepper protocol of :mod:`popdyn.simulation`).
 
 Model
 -----
@@ -109,7 +109,7 @@ import numpy as np
 
 from .._validation import check_init_scalar, check_int, check_real
 from ..errors import NumericalError
-from ..simulate import epoch_state, next_minibatch
+from ..simulation import epoch_state, next_minibatch
 from .multi_index_sim import fast_evaluator
 from .single_index_sim import StepSizeMonitor
 from .spiked import SpikedProblem, min_unlabeled
@@ -193,8 +193,8 @@ def initial_state(problem, d, *, init="uniform", model_rng=None, init_rng=None, 
 
     ``theta`` (d,) the spike, ``u`` (d,) the index vector (:math:`u^\top\Sigma u = 1`),
     ``W0`` of shape ``(d,)`` when ``same_init`` else ``(R, d)`` (module docstring,
-    "Initialisation").  Use :func:`popdyn.simulate.initial_state` for the state a seeded
-    :func:`~popdyn.simulate.simulate` run starts from.
+    "Initialisation").  Use :func:`popdyn.simulation.initial_state` for the state a seeded
+    :func:`~popdyn.simulation.simulate` run starts from.
     """
     _check_problem(problem)
     kappa, align = problem.kappa, problem.align
@@ -228,7 +228,7 @@ def initial_state(problem, d, *, init="uniform", model_rng=None, init_rng=None, 
 class SpikedStepper(StepSizeMonitor):
     r"""Online SGD / multi-pass GD for the spiked single-index model (stepper protocol).
 
-    Built by :func:`popdyn.simulate.make_stepper`; the flows and overlaps are in the
+    Built by :func:`popdyn.simulation.make_stepper`; the flows and overlaps are in the
     module docstring.
 
     Attributes

@@ -46,7 +46,7 @@ import numpy as np
 
 from popdyn.models.single_index import SingleIndexProblem, escape_samples
 from popdyn.models.single_index_sim import first_passage
-from popdyn.verify import Claim, ClaimResult
+from popdyn.verification import Claim, ClaimResult
 
 PAPER = "2003.10409"
 

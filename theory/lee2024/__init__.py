@@ -66,7 +66,7 @@ import math
 import numpy as np
 
 from popdyn.models.reuse import HE34, ReuseProblem, predicted_samples, tanh_logcosh
-from popdyn.verify import Claim, ClaimResult
+from popdyn.verification import Claim, ClaimResult
 
 PAPER = "2406.01581"
 
@@ -266,7 +266,7 @@ def one_iteration_mc(problem: ReuseProblem, m: float, *, d: int = MC_DIMENSION, 
     next alignment without any expansion in :math:`\tilde\eta` or :math:`1/d`; its mean times
     ``d`` estimates :math:`D_r(m)` up to :math:`O(d^{-1/2})`.
     """
-    from popdyn.simulate import make_stepper
+    from popdyn.simulation import make_stepper
 
     gen = np.random.default_rng(rng)
     total, total_sq, n = 0.0, 0.0, 0

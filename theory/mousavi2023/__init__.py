@@ -71,7 +71,7 @@ import math
 import numpy as np
 
 from popdyn.models.spiked import SpikedProblem, effective_dimension, kappa_critical, mc_initial_overlap
-from popdyn.verify import Claim, ClaimResult
+from popdyn.verification import Claim, ClaimResult
 
 PAPER = "2309.03843"
 
@@ -108,7 +108,7 @@ def isotropic_escape_time(problem: SpikedProblem, m0: float, level: float = 0.5)
 
 
 def _sim_available(problem) -> bool:
-    from popdyn.simulate import _lookup
+    from popdyn.simulation import _lookup
 
     try:
         _lookup(problem)
@@ -143,7 +143,7 @@ def claim_spherical_stalls(quick: bool, rng):
     d_sim, kappa = 200, 10.0
     probe = SpikedProblem(STUDENT, TEACHER, kappa=kappa, align=1.0, flow="spherical", d=d_sim, a_star=A_STAR)
     if _sim_available(probe):
-        from popdyn.simulate import simulate
+        from popdyn.simulation import simulate
 
         finals = {}
         for flow in ("spherical", "normalized"):

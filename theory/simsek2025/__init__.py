@@ -35,9 +35,9 @@ import math
 import numpy as np
 
 from popdyn import (MultiIndexProblem, classify, gram, initial_state, integrate, simulate, threshold)
-from popdyn.compare import final_directions
-from popdyn.threshold import average_overlap
-from popdyn.verify import Claim, ClaimResult
+from popdyn.comparison import final_directions
+from popdyn.models.multi_index_threshold import average_overlap
+from popdyn.verification import Claim, ClaimResult
 
 PAPER = "2411.08798"
 

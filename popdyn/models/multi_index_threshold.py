@@ -38,7 +38,7 @@ are algebraic numbers: the ``exact`` method isolates them with sympy and returns
 :math:`\beta_c` as a rational, a radical or a ``CRootOf`` of its minimal polynomial.
 
 :math:`\beta_c` is the first sign change of :math:`\lambda_\parallel` on :math:`[0, 1)`;
-the kinds on both sides come from the full Riemannian Hessian (:func:`popdyn.fixedpoints.classify`,
+the kinds on both sides come from the full Riemannian Hessian (:func:`popdyn.models.multi_index_fixedpoints.classify`,
 large ``d``, so the sign of :math:`\lambda_\perp` counts too).
 
 References
@@ -56,11 +56,11 @@ import warnings
 
 import numpy as np
 
-from ._validation import check_choice, check_finite_array, check_int, check_real
-from .activations import Activation, get_activation
-from .errors import NumericalError
-from .fixedpoints import classify, riemannian_hessian
-from .models.multi_index import DEFAULT_DEGREE, MultiIndexProblem, gram
+from .._validation import check_choice, check_finite_array, check_int, check_real
+from ..activations import Activation, get_activation
+from ..errors import NumericalError
+from .multi_index_fixedpoints import classify, riemannian_hessian
+from .multi_index import DEFAULT_DEGREE, MultiIndexProblem, gram
 
 __all__ = [
     "ThresholdResult",
@@ -358,7 +358,7 @@ def smallest_eigenvalue_curve(student, teacher, k: int, betas, *, a_star=None, d
                               ) -> EigenvalueCurve:
     r"""Smallest in-span tangent eigenvalue of the Riemannian Hessian at the average point.
 
-    Computed from the full Riemannian Hessian (:func:`popdyn.fixedpoints.riemannian_hessian`)
+    Computed from the full Riemannian Hessian (:func:`popdyn.models.multi_index_fixedpoints.riemannian_hessian`)
     of the equiangular problem at each :math:`\beta`, not from the closed form; compare
     with :math:`\lambda_\parallel = k c\phi'(c) - (1-\beta)\phi''(c)`.
 

@@ -69,10 +69,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._random import as_generator, seed_record
-from ._validation import check_finite_array, check_int, check_real
-from .errors import NumericalError
-from .models.multi_index import MultiIndexProblem
+from .._random import as_generator, seed_record
+from .._validation import check_finite_array, check_int, check_real
+from ..errors import NumericalError
+from .multi_index import MultiIndexProblem
 
 __all__ = [
     "FixedPoint",

@@ -13,7 +13,7 @@ measured against the replica mean, over every compared overlap:
     \bigl|q^{\rm ODE}(t) - \overline{q}^{\rm sim}(t)\bigr| .
 
 Any model that speaks both the ODE protocol (:mod:`popdyn.ode`) and the stepper
-protocol (:mod:`popdyn.simulate`) can be compared: multi-index, single-index (with or
+protocol (:mod:`popdyn.simulation`) can be compared: multi-index, single-index (with or
 without batch reuse), spiked covariance.  The online-SGD correction below is added
 when the model's ODE accepts the options ``eta``, ``d`` and ``batch``; otherwise
 (spiked covariance) the ODE is the gradient flow and the simulation matches it as
@@ -364,7 +364,7 @@ def compare(problem, *, d: int, t_end: float, algorithm: str = "sgd", eta: float
     Comparison
     """
     from .ode import integrate
-    from .simulate import simulate
+    from .simulation import simulate
 
     names = tuple(getattr(problem, "ode_state_names", ()))
     if not names or not hasattr(problem, "ode_rhs"):

@@ -326,7 +326,7 @@ def _lookup(problem, engine: str = "full"):
     hint = f"; it has the engine(s) {other}" if other else ""
     raise TypeError(
         f"`problem` of type {type(problem).__name__} has no {engine!r} simulator{hint}; problem types with one: "
-        f"{', '.join(known) or '(none)'} (register one with popdyn.simulate.register_stepper)."
+        f"{', '.join(known) or '(none)'} (register one with popdyn.simulation.register_stepper)."
     )
 
 
