@@ -789,7 +789,7 @@ def _sym_coefficients(act: Activation, degree: int):
 
     exact = act.exact_coefficients(degree)
     if exact is not None:
-        return [sympy.sympify(c) for c in exact], True
+        return [sympy.sympify(c) for c in exact], True  # safe: exact coefficients are numbers, never text
     # numeric coefficients are accurate to QUAD_TOL = 1e-12: smaller ones are zero within
     # their accuracy, and keeping them would print rounding noise as polynomial terms
     return [sympy.Float(float(c), 16) if abs(c) > _NUMERIC_ZERO else sympy.Integer(0)
