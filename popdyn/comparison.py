@@ -341,10 +341,12 @@ def compare(problem, *, d: int, t_end: float, algorithm: str = "sgd", eta: float
     Parameters
     ----------
     problem : model object
-        Any model with an overlap ODE and a registered simulator:
-        :class:`~popdyn.models.multi_index.MultiIndexProblem`,
-        :class:`~popdyn.models.single_index.SingleIndexProblem`,
-        :class:`~popdyn.models.spiked.SpikedProblem`, ...
+        Any model with an overlap ODE (:mod:`popdyn.ode`) and a registered simulator
+        (:mod:`popdyn.simulation`).  Optional hooks, asked with ``getattr``:
+        ``simulate_for_comparison(**run) -> Trajectory`` (a simulation in the ODE's own time
+        unit, for models whose runs need their own set-up), ``ode_sgd_options(eta, d, batch)
+        -> dict`` (the online-SGD options its ODE takes), ``end_labels(state) -> list``,
+        ``plot_unit_overlap``, ``plot_overlaps`` and ``ode_correction_label``.
     d : int
         Ambient dimension of the simulation.
     t_end : float
@@ -371,18 +373,21 @@ def compare(problem, *, d: int, t_end: float, algorithm: str = "sgd", eta: float
         raise TypeError(f"`problem` of type {type(problem).__name__} has no overlap ODE (the popdyn.ode protocol); "
                         "compare needs a model with both an ODE and a simulator.")
     t_end = check_real("t_end", t_end, lower=0.0, lower_open=True)
-    sim = simulate(problem, d=d, algorithm=algorithm, eta=eta, t_end=t_end, batch=batch, n_samples=n_samples,
-                   replicas=replicas, init=init, same_init=True, n_record=n_record, rng=rng, progress=progress,
-                   engine=engine)
+    run = dict(d=d, algorithm=algorithm, eta=eta, t_end=t_end, batch=batch, n_samples=n_samples, replicas=replicas,
+               init=init, n_record=n_record, rng=rng, progress=progress, engine=engine)
+    own = getattr(problem, "simulate_for_comparison", None)  # a model whose simulation needs its own set-up
+    sim = own(**run) if own is not None else simulate(problem, same_init=True, **run)
     missing = [n for n in names if n not in sim.overlaps]
     if missing:
         raise TypeError(f"the {type(problem).__name__} simulator does not record the ODE state {missing}; "
                         "cannot start the ODE from the simulated initial state.")
     state0 = {n: np.asarray(sim.overlaps[n][0, 0], dtype=float) for n in names}
     opts = dict(ode_options or {})
-    corrected = algorithm == "sgd" and _accepts_sgd_options(problem)
+    sgd_options = getattr(problem, "ode_sgd_options", None)  # the model says which SGD options its ODE takes
+    corrected = algorithm == "sgd" and (sgd_options is not None or _accepts_sgd_options(problem))
     if corrected:
-        opts.update(eta=eta, d=d, batch=1 if batch is None else batch)
+        sgd = dict(eta=eta, d=d, batch=1 if batch is None else batch)
+        opts.update(sgd_options(**sgd) if sgd_options is not None else sgd)
     # the ODE is recorded on the simulation grid plus a fine linear grid (for smooth plots);
     # deviations are read on the simulation grid itself (no interpolation error)
     t_final = float(sim.t[-1])

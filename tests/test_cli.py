@@ -528,9 +528,14 @@ def test_compare_spiked_text(tmp_path):
     assert "| over (p, q, S) = " in text and "p: start" in text
 
 
-def test_compare_committee_is_a_usage_error():
-    err = usage_error("compare", "--model", "committee", "--quiet", "--plot", "")
-    assert "does not take --model committee" in err
+def test_compare_committee_joins_compare():
+    """The committee machine is compared like every other model (it used to be refused)."""
+    out = ok_json("compare", "--model", "committee", "--d", 100, "--t-end", 1, "--replicas", 4, "--quiet",
+                  "--plot", "", "--json")
+    assert out["overlaps"] == ["Q", "M", "a"] and out["time_unit"] == "t = steps / d"
+    assert out["verdict"]["agree"] is True
+    err = usage_error("compare", "--model", "committee", "--eta", 0.1, "--quiet", "--plot", "")
+    assert "`--eta` does not apply" in err
 
 
 # -- covariance from a file ----------------------------------------------------------------------

@@ -432,3 +432,27 @@ def test_verdict_disagrees_with_a_wrong_teacher(seed):
     assert not v.agree and v.fraction_within < 1.0 and v.band_ratio > 1.0
     assert abs(v.worst_z.z) > v.z_crit and v.max_deviation.label == "m"
     assert res.as_dict()["verdict"]["agree"] is False
+
+
+# -- the committee machine through the comparison hooks ---------------------------------------------
+def test_committee_compare_agrees_and_a_wrong_ode_disagrees():
+    """simulate_for_comparison / ode_sgd_options: the committee's SGD in t = steps/d against its
+    ODE agrees over seeds; an ODE running 1.5x too fast is caught on the same data."""
+    import dataclasses
+
+    from popdyn.models.committee import CommitteeProblem
+
+    @dataclasses.dataclass(frozen=True)
+    class FastCommittee(CommitteeProblem):
+        def ode_rhs(self, t, state, **options):
+            return {k: 1.5 * v for k, v in super().ode_rhs(t, state, **options).items()}
+
+    kwargs = dict(d=200, t_end=4.0, batch=8, replicas=6, init=0.5, progress=False)
+    for seed in range(3):
+        right = compare(CommitteeProblem("erf", "erf", K=2, M=2, delta=0.5), rng=seed, **kwargs)
+        assert right.verdict.agree, right.verdict.rule
+        assert right.simulation.time_unit == right.ode.time_unit == "t = steps / d"
+        wrong = compare(FastCommittee("erf", "erf", K=2, M=2, delta=0.5), rng=seed, **kwargs)
+        assert not wrong.verdict.agree
+    with pytest.raises(ValueError, match="`eta`"):
+        compare(CommitteeProblem("erf", "erf", K=2, M=2, delta=0.5), eta=0.1, rng=0, **kwargs)

@@ -393,6 +393,28 @@ class CommitteeProblem:
             da = np.zeros(K)
         return {"dQ_drift": 0.5 * (drift + drift.T), "dQ_noise": 0.5 * (noise + noise.T), "dM": dM, "da": da}
 
+    # -- comparison hooks (popdyn.comparison.compare) ---------------------------------------
+    def ode_sgd_options(self, *, eta, d, batch) -> dict:
+        """The ODE is the d -> infinity limit with eta = delta/d: only ``batch`` reaches it."""
+        return {"batch": batch}
+
+    def simulate_for_comparison(self, *, d, algorithm, eta, t_end, batch, n_samples, replicas, init, n_record, rng,
+                                progress, engine):
+        """Online SGD in the ODE's time ``t = steps/d`` (:func:`simulate_committee`) for
+        :func:`popdyn.compare`; the step is the problem's ``eta = delta/d``."""
+        import math
+
+        if algorithm != "sgd":
+            raise ValueError(f"`algorithm` must be 'sgd' for the committee machine (online SGD), got {algorithm!r}.")
+        if n_samples is not None:
+            raise ValueError("`n_samples` does not apply to online SGD (the committee machine's only algorithm).")
+        if eta is not None and not math.isclose(eta, self.eta(d), rel_tol=1e-12):
+            raise ValueError(f"`eta` = {eta:g} differs from the committee's step delta/d = {self.eta(d):g}; set "
+                             "`delta` on the problem instead.")
+        return simulate_committee(self, d=d, t_end=t_end, replicas=replicas, init=init,
+                                  batch=1 if batch is None else batch, rng=rng, n_record=n_record, progress=progress,
+                                  engine=engine)
+
     def ode_check_state(self, state) -> str | None:
         """Why the state is unusable (divergence, PSD violation), or ``None``."""
         Q = state["Q"]

@@ -82,9 +82,9 @@ MODEL = Model(
     ),
     uses={"predict": ("d", "seed", "init", "t_end", "delta", "batch", "out", "plot"),
           "simulate": ("d", "seed", "init", "t_end", "delta", "batch", "algorithm", "replicas", "out", "checkpoint",
-                       "checkpoint_every", "engine")},
+                       "checkpoint_every", "engine"),
+          "compare": ("d", "seed", "init", "t_end", "delta", "batch", "replicas", "plot", "engine")},
     build=_build,
     predict=_predict,
     simulate=_simulate,
-    compare=False,
 )
