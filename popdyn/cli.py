@@ -19,7 +19,7 @@ from ._budget import DEFAULT_MAX_STEPS
 
 EXIT_OK, EXIT_NUMERICAL, EXIT_USAGE = 0, 1, 2
 #: ``predict --max-ode-steps`` default: the ODEs of the README examples take 10^2 - 3*10^3
-#: adaptive steps to their horizons (multi-index to t = 1e12: 2216 steps, the stiff part in
+#: adaptive steps to their horizons (the default model to t = 1e12: 2216 steps, the stiff part in
 #: Radau); 10^5 is 30x that, and a solve that needs more is reported with how far it got
 #: instead of running on (with progress lines) for an hour.
 DEFAULT_MAX_ODE_STEPS = 10**5
@@ -488,7 +488,8 @@ def _add_model_verb(sub, verb: str, helptext: str, model) -> None:
             p.set_defaults(**{dest: kwargs.get("default")})
 
     add("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
-    add("--d", type=_pos_int, default=None, help="dimension (default 500; a model may take it from its input, e.g. a covariance file)")
+    add("--d", type=_pos_int, default=None, help="dimension (default 500; a model may take it from its own input "
+                                                   "file)")
     add("--eta", type=_pos_float, default=None, help="step size (overrides --delta)")
     add("--delta", type=_pos_float, default=None,
                    help="step size in high-d units, eta = delta/d (default 0.5 when --eta is not given)")

@@ -2,10 +2,11 @@ r"""Predicted vs simulated: run the ODE and the finite-d simulation from the sam
 
 :func:`compare` draws one initial state ``W0`` in dimension ``d``, runs ``replicas``
 independent simulations from it (they differ only in their data), reads the initial
-overlaps (``u0 = V W0^T`` for the multi-index model; in general the simulation's record
-at ``t = 0`` of every name in the model's ``ode_state_names``) and integrates the
-overlap ODE from exactly that state on the simulation's time grid.  The deviation is
-measured against the replica mean, over every compared overlap:
+overlaps (e.g. ``u0 = V W0^T`` for a model whose state is a per-unit vector overlap ``u``;
+in general the simulation's record at ``t = 0`` of every name in the model's
+``ode_state_names``) and integrates the overlap ODE from exactly that state on the
+simulation's time grid.  The deviation is measured against the replica mean, over
+every compared overlap:
 
 .. math::
 
@@ -13,10 +14,10 @@ measured against the replica mean, over every compared overlap:
     \bigl|q^{\rm ODE}(t) - \overline{q}^{\rm sim}(t)\bigr| .
 
 Any model that speaks both the ODE protocol (:mod:`popdyn.ode`) and the stepper
-protocol (:mod:`popdyn.simulation`) can be compared: multi-index, single-index (with or
-without batch reuse), spiked covariance.  The online-SGD correction below is added
+protocol (:mod:`popdyn.simulation`) can be compared: every model under
+``popdyn/models/`` that registers both.  The online-SGD correction below is added
 when the model's ODE accepts the options ``eta``, ``d`` and ``batch``; otherwise
-(spiked covariance) the ODE is the gradient flow and the simulation matches it as
+(a model whose ODE is the gradient flow only) the simulation matches it as
 ``eta -> 0``.
 
 For online SGD with step :math:`\eta` and batch :math:`B` the ODE includes the
@@ -98,7 +99,8 @@ PLOT_POINTS = 400
 FAMILY_ALPHA = 0.01
 #: Finite-size allowance c_fin: |ODE - mean| may exceed the noise band by c_fin / sqrt(d)
 #: (overlaps are O(1): cosines, w^T Sigma w ~ 1).  Measured systematic |ODE - mean| (4 seeds
-#: x 64 replicas, multi-index he3/he3, k = N = 2, escaping from u0 = [[.35,.15],[.1,.4]],
+#: x 64 replicas, the package's default model (arXiv 2411.08798, he3 student and teacher),
+#: k = N = 2, escaping from u0 = [[.35,.15],[.1,.4]],
 #: eta = 0.5/d, B = 32, t <= 2): 0.034 (d = 64), 0.015 (d = 128), 0.011 (d = 256, at its
 #: 3-SE noise floor), i.e. sqrt(d) * bias <= 0.27 (and d * bias ~ 2: the O(1/d) of the
 #: module docstring).  0.3 covers that; it gives 0.013 at d = 500 and 0.0067 at d = 2000,
@@ -250,8 +252,9 @@ class Comparison:
     names : tuple of str
         The compared overlaps (the model's ``ode_state_names``).
     directions_ode, directions_sim : list of str
-        Where each neuron ends: ``"+v1"``, ``"-v3"`` or ``"none"`` for the multi-index
-        model; for other models ``"escaped"`` when the model's escape observable
+        Where each neuron ends: the model's own labels when it provides ``end_labels``
+        (e.g. ``"+v1"``, ``"-v3"`` or ``"none"`` for per-unit overlaps ``u`` of shape
+        ``(N, k)``); for other models ``"escaped"`` when the model's escape observable
         (e.g. ``|m|``) ends at or above :data:`DIRECTION_LEVEL`, else ``"none"``.
     agreement : float
         Fraction of neurons whose end directions agree (extra information only: it looks
@@ -423,7 +426,7 @@ def _ode_on_grid(ode, sim, name):
     """ODE values of ``name`` at the simulation's times, shaped like ``sim.mean(name)``.
 
     The ODE stores one replica (``(T_ode, 1, ...)``) and may keep a length-1 component axis
-    where the simulator records a scalar (spiked ``p``: ``(T, 1, 1)`` vs ``(T, R)``); the
+    where the simulator records a scalar (e.g. a scalar ``p``: ``(T, 1, 1)`` vs ``(T, R)``); the
     values are reshaped, never broadcast, so time i is only ever compared with time i.
     """
     at = np.searchsorted(ode.t, sim.t)
@@ -505,7 +508,7 @@ def _accepts_sgd_options(problem) -> bool:
 
 def _end_labels(problem, ode, sim, names):
     """Final per-unit labels of the ODE and of the replica-mean simulation."""
-    labeller = getattr(problem, "end_labels", None)  # e.g. the multi-index "+v1" / "none"
+    labeller = getattr(problem, "end_labels", None)  # e.g. per-unit "+v1" / "none" labels
     if labeller is not None:
         return (labeller({n: np.asarray(ode.final(n)[0]) for n in names}),
                 labeller({n: np.asarray(sim.mean(n)[-1]) for n in names}))

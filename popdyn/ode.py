@@ -12,7 +12,8 @@ A model object (a "problem") plugs in by providing:
 Required
 
 ``ode_model : str``
-    Name recorded in ``Trajectory.model`` (``"multi_index"``, ...).
+    Name recorded in ``Trajectory.model`` (e.g. ``"relax"`` in the example of
+    :func:`integrate`).
 ``ode_state_names : tuple of str``
     Names of the state arrays, e.g. ``("u",)`` or ``("M", "Q", "a")``.  Each becomes
     ``Trajectory.overlaps[name]`` with shape ``(n_times, 1, *shape)``.
@@ -49,7 +50,7 @@ Optional (the engine checks with ``hasattr``)
     Jacobian sparsity pattern for ``method="Radau"`` / ``"BDF"`` (block diagonal for
     decoupled neurons), so finite-difference Jacobians stay cheap.
 
-A later model (single-index online SGD, squared-loss committee machines with state
+Each model (e.g. one with a per-unit state ``u`` of shape ``(N, k)``, or one with state
 ``(M, Q, a)``) implements these in its own module under ``popdyn/models/`` and never
 touches this file.
 
@@ -292,11 +293,11 @@ def integrate(problem, u0, t_end, *, method: str = "DOP853", rtol: float = 1e-10
     Parameters
     ----------
     problem : model object
-        Anything implementing the ODE protocol (module docstring), e.g.
-        :class:`popdyn.models.multi_index.MultiIndexProblem`.
+        Anything implementing the ODE protocol (module docstring), e.g. a model's
+        problem class (see its module under ``popdyn/models/``).
     u0 : array_like or dict
-        Initial state, as the model accepts it.  Multi-index: overlaps ``u = V w`` of
-        shape ``(N, k)`` or ``(k,)``, validated against the unit sphere
+        Initial state, as the model accepts it (its ``ode_initial_state``), e.g. overlaps
+        ``u = V w`` of shape ``(N, k)`` or ``(k,)``, validated against the unit sphere
         (:math:`u_0^\top G^+ u_0 \le 1`).
     t_end : float
         Final time (> 0), in the trajectory's time unit.
@@ -320,7 +321,7 @@ def integrate(problem, u0, t_end, *, method: str = "DOP853", rtol: float = 1e-10
     max_step : float
         Largest solver step.
     options : dict, optional
-        Extra model-specific options passed to ``ode_rhs`` (multi-index:
+        Extra model-specific options passed to ``ode_rhs`` (e.g.
         ``noise_nodes=(outer, inner)`` for the quadrature of the noise moment
         :math:`C(u)`; the resolved ``noise_method``/``noise_nodes`` go to ``meta``).
     max_steps : int, optional
@@ -352,7 +353,7 @@ def integrate(problem, u0, t_end, *, method: str = "DOP853", rtol: float = 1e-10
     -------
     Trajectory
         ``overlaps[name]`` of shape ``(n_rec, 1, *shape)`` for each state array
-        (multi-index: ``"u"`` with shape ``(n_rec, 1, N, k)``); ``events``;
+        (e.g. ``"u"`` with shape ``(n_rec, 1, N, k)``); ``events``;
         ``meta`` with ``problem``, ``solver`` (method, tolerances, ``nfev``, steps),
         ``options`` and ``versions``.
 
@@ -366,8 +367,9 @@ def integrate(problem, u0, t_end, *, method: str = "DOP853", rtol: float = 1e-10
 
     Notes
     -----
-    **Online-SGD correction** (multi-index model; the same reasoning applies to any
-    spherical model).  One step of spherical online SGD with step :math:`\eta` and a
+    **Online-SGD correction** (a spherical student with per-unit overlaps ``u = V w``
+    against ``k`` index vectors ``V``, as in arXiv 2411.08798; the same reasoning
+    applies to any spherical model).  One step of spherical online SGD with step :math:`\eta` and a
     minibatch of :math:`B` fresh samples is
 
     .. math::
@@ -413,14 +415,28 @@ def integrate(problem, u0, t_end, *, method: str = "DOP853", rtol: float = 1e-10
 
     Examples
     --------
+    A self-contained problem, dm/dt = 1 - m, whose escape time to ``|m| = 0.9`` from
+    ``m = 0`` is ``ln 10``:
+
+    >>> import dataclasses
     >>> import numpy as np
-    >>> from popdyn.models.multi_index import MultiIndexProblem
-    >>> prob = MultiIndexProblem("he4", "he4", np.eye(2))
-    >>> traj = integrate(prob, [0.3, 0.1], 100.0, escape_level=0.9, n_times=20)
-    >>> traj.u.shape[1:], traj.status
-    ((1, 1, 2), 1)
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Relax:
+    ...     ode_model = "relax"
+    ...     ode_state_names = ("m",)
+    ...     def ode_initial_state(self, state0):
+    ...         return {"m": np.asarray(state0, dtype=float).reshape(1)}
+    ...     def ode_rhs(self, t, state, **options):
+    ...         return {"m": 1.0 - state["m"]}
+    ...     def ode_escape_observable(self, state):
+    ...         return np.abs(state["m"])
+    ...     def describe(self):
+    ...         return {"model": "relax"}
+    >>> traj = integrate(Relax(), 0.0, 100.0, escape_level=0.9, n_times=20)
+    >>> traj.m.shape[1:], traj.status, traj.time_unit
+    ((1, 1), 1, 'gradient-flow time t')
     >>> round(float(traj.events["escape"][0]), 4)
-    1.706
+    2.3026
     """
     missing = [name for name in _REQUIRED if not hasattr(problem, name)]
     if missing:

@@ -136,7 +136,7 @@ def _band_text(result, spread) -> str:
 
 
 def _plot_scalar_comparison(result, path, *, log_time: bool, spread: str):
-    """One panel per compared overlap (single-index ``m``; spiked ``p, q, S``; ...)."""
+    """One panel per compared overlap (e.g. a scalar ``m``; or ``p, q, S``; ...)."""
     plt = _plt()
     ode, sim = result.ode, result.simulation
     names = getattr(result, "plot_names", ()) or result.names  # the model's choice (e.g. overlaps of a d-dim w)

@@ -16,8 +16,8 @@ Algorithms
            batch, or minibatches without replacement within each epoch).
 
 Discrete algorithms are compared with gradient flow at ``t = eta * steps`` (time unit
-``"t = eta * steps"``).  The model module defines the update; for the multi-index model
-see :mod:`popdyn.models.multi_index_sim`.
+``"t = eta * steps"``).  The model module defines the update: see a model's stepper
+(its module under ``popdyn/models/``).
 
 Stepper protocol
 ----------------
@@ -87,13 +87,38 @@ resumed run is bit-identical (pass the same ``stop``).
 
 Examples
 --------
+A self-contained model: linear regression on a unit teacher ``v``, squared loss, online
+SGD on a student ``w`` started at ``init * v``; the overlap is ``m = v . w`` (a complete
+version with the ODE and the command line is in ``tests/test_model_protocol.py``).
+
 >>> import numpy as np
->>> from popdyn.models.multi_index import MultiIndexProblem
->>> prob = MultiIndexProblem("he3", "he3", np.eye(2), n_neurons=2)
->>> traj = simulate(prob, d=50, algorithm="sgd", eta=0.01, steps=200, batch=4,
+>>> class Regression:
+...     def describe(self):
+...         return {"model": "regression"}
+>>> class RegressionSGD:
+...     model, algorithms, continuous = "regression", ("sgd",), False
+...     def __init__(self, problem, config, streams):
+...         self.R, self.d, self.eta, self.B = config.replicas, config.d, config.eta, config.batch
+...         v = streams["model"].standard_normal(self.d)
+...         self.v = v / np.linalg.norm(v)
+...         self.w0, self.constants = float(config.init) * self.v, {"v": self.v}
+...     def init_state(self):
+...         return {"w": np.tile(self.w0, (self.R, 1))}
+...     def step(self, state, rng):
+...         x = rng.standard_normal((self.R, self.B, self.d))
+...         resid = np.einsum("rbd,rd->rb", x, state["w"] - self.v)
+...         state["w"] -= self.eta / self.B * np.einsum("rb,rbd->rd", resid, x)
+...     def observe(self, state):
+...         return {"m": (state["w"] @ self.v)[:, None]}
+...     def work_per_step(self):
+...         return float(self.R * self.B * self.d)
+...     def describe(self):
+...         return {}
+>>> register_stepper(Regression, RegressionSGD)
+>>> traj = simulate(Regression(), d=50, algorithm="sgd", eta=0.01, steps=200, batch=4,
 ...                 replicas=3, init=0.3, n_record=5, rng=0)
->>> traj.u.shape, traj.time_unit
-((5, 3, 2, 2), 't = eta * steps')
+>>> traj.m.shape, traj.time_unit
+((5, 3, 1), 't = eta * steps')
 """
 
 from __future__ import annotations
@@ -190,8 +215,8 @@ class SimulationConfig:
     replicas : int
         Independent runs ``R >= 1``, vectorised.
     init : str, float or array_like
-        Initialisation, interpreted by the model (multi-index: ``"uniform"``, a warm-start
-        scale ``m0`` or overlaps ``u0``; see :func:`popdyn.models.multi_index_sim.initial_weights`).
+        Initialisation, interpreted by the model's stepper (e.g. ``"uniform"``, a warm-start
+        scale ``m0`` or overlaps ``u0``; see the model's module under ``popdyn/models/``).
     same_init : bool
         Start every replica from the same ``W0`` (default), so the replica mean is
         comparable with one ODE run from ``u0 = V W0^T``.
@@ -408,8 +433,9 @@ def make_stepper(problem, *, d, algorithm="sgd", eta=None, batch=None, n_samples
 def initial_state(problem, d, *, init="uniform", rng=None, replicas=1, same_init=True):
     r"""The initial state a seeded :func:`simulate` run starts from, without simulating.
 
-    For the multi-index model returns ``(V, W0, u0)``: index vectors ``(k, d)``, initial
-    weights ``(N, d)`` (``(R, N, d)`` when ``same_init=False``) and overlaps
+    Returns what the stepper's static ``initial_state`` returns; for a model whose state
+    is a per-unit vector overlap ``u``, e.g. ``(V, W0, u0)``: index vectors ``(k, d)``,
+    initial weights ``(N, d)`` (``(R, N, d)`` when ``same_init=False``) and overlaps
     ``u0 = W0 V^T`` -- the initial condition to give the u-ODE.
 
     The draws match :func:`simulate` called with the same ``d``, ``init``, ``same_init``
@@ -418,14 +444,47 @@ def initial_state(problem, d, *, init="uniform", rng=None, replicas=1, same_init
 
     Examples
     --------
+    A toy stepper (teacher ``v``, one student ``w0 = init * v`` per replica, overlap
+    ``m = v . w``) whose static ``initial_state`` draws exactly what its constructor
+    draws:
+
     >>> import numpy as np
-    >>> from popdyn.models.multi_index import MultiIndexProblem
-    >>> prob = MultiIndexProblem("he3", "he3", np.eye(2), n_neurons=3)
-    >>> V, W0, u0 = initial_state(prob, 20, init=0.2, rng=1)
-    >>> V.shape, W0.shape, u0.shape
-    ((2, 20), (3, 20), (3, 2))
-    >>> traj = simulate(prob, d=20, algorithm="gf", t_end=0.1, init=0.2, rng=1, n_record=2)
-    >>> bool(np.allclose(traj.u[0, 0], u0, atol=1e-14))
+    >>> class Regression:
+    ...     def describe(self):
+    ...         return {"model": "regression"}
+    >>> class RegressionSGD:
+    ...     model, algorithms, continuous = "regression", ("sgd",), False
+    ...     def __init__(self, problem, config, streams):
+    ...         self.R, self.d = config.replicas, config.d
+    ...         self.eta, self.B = config.eta, config.batch
+    ...         self.v, self.w0, _ = self.initial_state(
+    ...             problem, config.d, init=config.init, model_rng=streams["model"],
+    ...             init_rng=streams["init"], replicas=config.replicas, same_init=config.same_init)
+    ...         self.constants = {"v": self.v}
+    ...     @staticmethod
+    ...     def initial_state(problem, d, *, init, model_rng, init_rng, replicas, same_init):
+    ...         v = model_rng.standard_normal(d)
+    ...         v /= np.linalg.norm(v)
+    ...         return v, float(init) * v, np.array([float(init)])
+    ...     def init_state(self):
+    ...         return {"w": np.tile(self.w0, (self.R, 1))}
+    ...     def step(self, state, rng):
+    ...         x = rng.standard_normal((self.R, self.B, self.d))
+    ...         resid = np.einsum("rbd,rd->rb", x, state["w"] - self.v)
+    ...         state["w"] -= self.eta / self.B * np.einsum("rb,rbd->rd", resid, x)
+    ...     def observe(self, state):
+    ...         return {"m": (state["w"] @ self.v)[:, None]}
+    ...     def work_per_step(self):
+    ...         return float(self.R * self.B * self.d)
+    ...     def describe(self):
+    ...         return {}
+    >>> register_stepper(Regression, RegressionSGD)
+    >>> v, w0, m0 = initial_state(Regression(), 20, init=0.2, rng=1)
+    >>> v.shape, w0.shape, m0.shape
+    ((20,), (20,), (1,))
+    >>> traj = simulate(Regression(), d=20, algorithm="sgd", eta=0.01, steps=10, init=0.2, rng=1,
+    ...                 n_record=2)
+    >>> bool(np.allclose(traj.m[0, 0], m0, atol=1e-14))
     True
     """
     factory = _lookup(problem)
@@ -631,7 +690,8 @@ def simulate(problem, *, d, algorithm="sgd", eta=None, steps=None, t_end=None, b
     Parameters
     ----------
     problem : problem object
-        A registered problem type (e.g. :class:`~popdyn.models.multi_index.MultiIndexProblem`).
+        An instance of a registered problem type (see :func:`register_stepper`; each model
+        registers its own under ``popdyn/models/``).
     d : int
         Ambient dimension (``>= 1``; the model may need more, e.g. ``d >= rank(G)``).
     algorithm : {"gf", "sgd", "gd"}
@@ -649,8 +709,8 @@ def simulate(problem, *, d, algorithm="sgd", eta=None, steps=None, t_end=None, b
     replicas : int
         Number ``R`` of independent runs, vectorised.
     init : "uniform", float or array_like
-        Initialisation (model specific; multi-index: Haar, warm-start scale ``m0`` or
-        overlaps ``u0``, see :func:`popdyn.models.multi_index_sim.initial_weights`).
+        Initialisation (model specific, e.g. Haar, warm-start scale ``m0`` or overlaps
+        ``u0``; see the model's stepper under ``popdyn/models/``).
     same_init : bool
         Start all replicas from the same ``W0`` (default ``True``).
     n_record : int
@@ -706,10 +766,10 @@ def simulate(problem, *, d, algorithm="sgd", eta=None, steps=None, t_end=None, b
     -------
     Trajectory
         ``t`` in ``TIME_UNITS[algorithm]``, overlaps of shape ``(n_times, R, ...)`` (for
-        the multi-index model ``u`` with shape ``(n_times, R, N, k)``),
+        per-unit overlaps ``u`` of shape ``(N, k)``: ``(n_times, R, N, k)``),
         ``source="simulation"``, and ``meta`` with ``problem`` (``problem.describe()``),
         ``d``, ``algorithm``, ``eta``, ``batch``, ``n_samples``, ``replicas``, ``steps``,
-        ``t_end``, ``seed``, ``versions``, the model's extras (multi-index: ``u0``) and
+        ``t_end``, ``seed``, ``versions``, the model's extras (e.g. ``u0``) and
         ``resumed_from``.  With ``stop``: ``events["stop"]`` (and ``"stop_step"``).
 
     Raises
