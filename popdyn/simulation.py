@@ -98,10 +98,17 @@ version with the ODE and the command line is in ``tests/test_model_protocol.py``
 >>> class RegressionSGD:
 ...     model, algorithms, continuous = "regression", ("sgd",), False
 ...     def __init__(self, problem, config, streams):
-...         self.R, self.d, self.eta, self.B = config.replicas, config.d, config.eta, config.batch
-...         v = streams["model"].standard_normal(self.d)
-...         self.v = v / np.linalg.norm(v)
-...         self.w0, self.constants = float(config.init) * self.v, {"v": self.v}
+...         self.R, self.d = config.replicas, config.d
+...         self.eta, self.B = config.eta, config.batch
+...         self.v, self.w0, _ = self.initial_state(
+...             problem, config.d, init=config.init, model_rng=streams["model"],
+...             init_rng=streams["init"], replicas=config.replicas, same_init=config.same_init)
+...         self.constants = {"v": self.v}
+...     @staticmethod
+...     def initial_state(problem, d, *, init, model_rng, init_rng, replicas, same_init):
+...         v = model_rng.standard_normal(d)
+...         v /= np.linalg.norm(v)
+...         return v, float(init) * v, np.array([float(init)])
 ...     def init_state(self):
 ...         return {"w": np.tile(self.w0, (self.R, 1))}
 ...     def step(self, state, rng):
@@ -119,6 +126,12 @@ version with the ODE and the command line is in ``tests/test_model_protocol.py``
 ...                 replicas=3, init=0.3, n_record=5, rng=0)
 >>> traj.m.shape, traj.time_unit
 ((5, 3, 1), 't = eta * steps')
+
+:func:`initial_state` gives the start of a seeded run without simulating:
+
+>>> v, w0, m0 = initial_state(Regression(), 50, init=0.3, rng=0)
+>>> bool(np.allclose(traj.m[0, 0], m0, atol=1e-14))
+True
 """
 
 from __future__ import annotations
@@ -444,48 +457,8 @@ def initial_state(problem, d, *, init="uniform", rng=None, replicas=1, same_init
 
     Examples
     --------
-    A toy stepper (teacher ``v``, one student ``w0 = init * v`` per replica, overlap
-    ``m = v . w``) whose static ``initial_state`` draws exactly what its constructor
-    draws:
-
-    >>> import numpy as np
-    >>> class Regression:
-    ...     def describe(self):
-    ...         return {"model": "regression"}
-    >>> class RegressionSGD:
-    ...     model, algorithms, continuous = "regression", ("sgd",), False
-    ...     def __init__(self, problem, config, streams):
-    ...         self.R, self.d = config.replicas, config.d
-    ...         self.eta, self.B = config.eta, config.batch
-    ...         self.v, self.w0, _ = self.initial_state(
-    ...             problem, config.d, init=config.init, model_rng=streams["model"],
-    ...             init_rng=streams["init"], replicas=config.replicas, same_init=config.same_init)
-    ...         self.constants = {"v": self.v}
-    ...     @staticmethod
-    ...     def initial_state(problem, d, *, init, model_rng, init_rng, replicas, same_init):
-    ...         v = model_rng.standard_normal(d)
-    ...         v /= np.linalg.norm(v)
-    ...         return v, float(init) * v, np.array([float(init)])
-    ...     def init_state(self):
-    ...         return {"w": np.tile(self.w0, (self.R, 1))}
-    ...     def step(self, state, rng):
-    ...         x = rng.standard_normal((self.R, self.B, self.d))
-    ...         resid = np.einsum("rbd,rd->rb", x, state["w"] - self.v)
-    ...         state["w"] -= self.eta / self.B * np.einsum("rb,rbd->rd", resid, x)
-    ...     def observe(self, state):
-    ...         return {"m": (state["w"] @ self.v)[:, None]}
-    ...     def work_per_step(self):
-    ...         return float(self.R * self.B * self.d)
-    ...     def describe(self):
-    ...         return {}
-    >>> register_stepper(Regression, RegressionSGD)
-    >>> v, w0, m0 = initial_state(Regression(), 20, init=0.2, rng=1)
-    >>> v.shape, w0.shape, m0.shape
-    ((20,), (20,), (1,))
-    >>> traj = simulate(Regression(), d=20, algorithm="sgd", eta=0.01, steps=10, init=0.2, rng=1,
-    ...                 n_record=2)
-    >>> bool(np.allclose(traj.m[0, 0], m0, atol=1e-14))
-    True
+    The module docstring's ``Regression`` toy shows a stepper with a static
+    ``initial_state`` and checks that a seeded :func:`simulate` starts from it.
     """
     factory = _lookup(problem)
     fn = getattr(factory, "initial_state", None)
