@@ -408,16 +408,6 @@ def _pos_int(text: str) -> int:
     return _int(text, 1, "a positive integer")
 
 
-def _finite_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}") from None
-    if v != v or v in (float("inf"), float("-inf")):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return v
-
-
 def _pos_float(text: str) -> float:
     try:
         v = float(text)
@@ -625,17 +615,8 @@ def _flag(dest: str) -> str:
 
 
 def _check_applicable(args, given: set[str]) -> None:
-    """Refuse options that the chosen command, model or algorithm does not use."""
-    from .model import COMMON_OPTIONS, get_model
-
-    verb = args.command
-    if verb in ("predict", "simulate", "compare"):
-        model = get_model(args.model)
-        uses = model.uses_for(verb)
-        for dest in sorted(given & set(COMMON_OPTIONS)):
-            if dest not in uses:
-                raise ValueError(f"`{_flag(dest)}` does not apply to `popdyn {verb} --model {model.name}` (it uses "
-                                 f"{', '.join(_flag(u) for u in sorted(uses)) or 'none of the run options'}).")
+    """Refuse options that the chosen algorithm does not use (options of other models and run
+    options the model does not read never reach the parser: :func:`_foreign_option`)."""
     algorithm = getattr(args, "algorithm", None)
     if algorithm is not None:
         if "n_samples" in given and algorithm != "gd":
@@ -816,13 +797,12 @@ def _read_problem_file(path: str) -> dict:
 
 def _spec(args) -> dict:
     """The complete problem spec of a model verb: enough to rerun it (``--problem``)."""
-    from .model import COMMON_OPTIONS, get_model
+    from .model import get_model
 
     model = get_model(args.model)
     names = [o.name for o in model.options_for(args.command)] + sorted(model.uses_for(args.command))
     names += [n for n in ("max_steps", "max_ode_steps") if hasattr(args, n)]
     options = {n: getattr(args, n) for n in names if n not in ("out", "plot", "checkpoint") and hasattr(args, n)}
-    assert set(options) - set(COMMON_OPTIONS) - {o.name for o in model.options} <= {"max_steps", "max_ode_steps"}
     return {"command": args.command, "model": model.name, "options": options}
 
 

@@ -81,7 +81,6 @@ def _validate(opts, given) -> None:
 
 def _predict(problem, opts) -> Prediction:
     import dataclasses
-    import math
 
     import numpy as np
 
@@ -102,18 +101,24 @@ def _predict(problem, opts) -> Prediction:
            "m_sigma_initial": float(np.asarray(problem.overlaps(state0)["m"]).ravel()[0]),
            "escape_time": t_escape, "level": opts.m_target, "t_final": float(traj.t[-1]), "time_unit": traj.time_unit,
            "final": {k: float(np.asarray(v).ravel()[0]) for k, v in final.items()}, "message": traj.message}
-    lines = [f"spiked covariance (kappa = {problem.kappa:g}, align = {problem.align:g}), {opts.flow} flow, "
-             f"{problem.student.name} neuron / {problem.teacher.name} target, d = {opts.d}, "
-             f"d_eff = {out['effective_dimension']:.6g}",
-             f"  m_Sigma(0) = {out['m_sigma_initial']:.6g}; time for |m_Sigma| to reach {opts.m_target}: "
-             f"{t_escape:.6g}" + ("  (stalls)" if not math.isfinite(t_escape) else ""),
-             f"  at t = {out['t_final']:.6g}: " + ", ".join(f"{k} = {v:.6g}" for k, v in out["final"].items())]
-    return Prediction(out, lines, traj, "m")
+    head = (f"spiked covariance (kappa = {problem.kappa:g}, align = {problem.align:g}), {opts.flow} flow, "
+            f"{problem.student.name} neuron / {problem.teacher.name} target, d = {opts.d}, "
+            f"d_eff = {out['effective_dimension']:.6g}")
+    return Prediction(out, _lines(head, out, opts, ""), traj, "m")
+
+
+def _lines(head: str, out: dict, opts, start_note: str) -> list:
+    """The text report shared by both covariance forms: escape time and the overlaps at the end."""
+    import math
+
+    stalls = "  (stalls)" if not math.isfinite(out["escape_time"]) else ""
+    return [head,
+            f"  m_Sigma(0) = {out['m_sigma_initial']:.6g}{start_note}; time for |m_Sigma| to reach {opts.m_target}: "
+            f"{out['escape_time']:.6g}{stalls}",
+            f"  at t = {out['t_final']:.6g}: " + ", ".join(f"{k} = {v:.6g}" for k, v in out["final"].items())]
 
 
 def _predict_file(problem, opts) -> Prediction:
-    import math
-
     import numpy as np
 
     from ..model import horizon
@@ -130,13 +135,10 @@ def _predict_file(problem, opts) -> Prediction:
            "m_sigma_initial": float(np.asarray(traj.overlaps["m_sigma"][0]).ravel()[0]),
            "escape_time": t_escape, "level": opts.m_target, "t_final": float(traj.t[-1]), "time_unit": traj.time_unit,
            "final": {k: float(np.asarray(traj.final(k)).ravel()[0]) for k in names}, "message": traj.message}
-    lines = [f"covariance from {opts.covariance} (d = {opts.d}, eigenvalues in [{ev[0]:.4g}, {ev[-1]:.4g}], "
-             f"d_eff = {out['effective_dimension']:.6g}), {opts.flow} flow, {problem.student.name} neuron / "
-             f"{problem.teacher.name} target",
-             f"  m_Sigma(0) = {out['m_sigma_initial']:.6g} (init {opts.init}, seed {opts.seed}); time for |m_Sigma| "
-             f"to reach {opts.m_target}: {t_escape:.6g}" + ("  (stalls)" if not math.isfinite(t_escape) else ""),
-             f"  at t = {out['t_final']:.6g}: " + ", ".join(f"{k} = {v:.6g}" for k, v in out["final"].items())]
-    return Prediction(out, lines, traj, "m_sigma")
+    head = (f"covariance from {opts.covariance} (d = {opts.d}, eigenvalues in [{ev[0]:.4g}, {ev[-1]:.4g}], "
+            f"d_eff = {out['effective_dimension']:.6g}), {opts.flow} flow, {problem.student.name} neuron / "
+            f"{problem.teacher.name} target")
+    return Prediction(out, _lines(head, out, opts, f" (init {opts.init}, seed {opts.seed})"), traj, "m_sigma")
 
 
 MODEL = Model(
