@@ -65,7 +65,7 @@ if os.environ.get("MPLBACKEND") is None:
 import matplotlib.pyplot as plt
 import numpy as np
 
-import theory.lee2024 as lee
+import popdyn_theory.lee2024 as lee
 from popdyn.models.reuse import ReuseProblem, predicted_samples
 from popdyn.ode import integrate
 from popdyn.plot import save_figure
@@ -105,7 +105,7 @@ for row in lt["rows"]:
 
 # %% [markdown]
 # ## 2. The drift with and without reuse
-# For each target the student of `theory.lee2024.REUSE_SETTINGS`: with reuse (solid) the
+# For each target the student of `popdyn_theory.lee2024.REUSE_SETTINGS`: with reuse (solid) the
 # drift keeps one sign from the equator to |m| = 1/2 on the escape side; online at the same
 # η̃ (dashed) it has a stable zero near the equator (normalisation contraction beats the
 # `m^{IE−1}` drift).

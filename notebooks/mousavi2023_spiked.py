@@ -55,7 +55,7 @@ from popdyn.models.spiked import (SpikedProblem, effective_dimension, escape_gri
                                   kappa_critical, mc_initial_overlap, plot_escape_grid, plot_escape_points)
 from popdyn.plot import save_figure
 from popdyn.simulation import simulate
-from theory.mousavi2023 import STAGE_POINTS, isotropic_escape_time, stage_exponents, three_stage_points
+from popdyn_theory.mousavi2023 import STAGE_POINTS, isotropic_escape_time, stage_exponents, three_stage_points
 
 FAST = os.environ.get("POPDYN_FAST", "0") == "1"
 OUT = Path(os.environ.get("POPDYN_NOTEBOOK_OUT", "notebook_output"))

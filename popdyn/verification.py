@@ -3,7 +3,7 @@
 Each paper lives in its own folder under ``theory/`` (model, equation-to-code map,
 BibTeX, claims).  ``theory/`` imports popdyn, never the reverse: papers are found at run
 time through the ``popdyn.papers`` entry-point group declared in ``pyproject.toml``
-(``"2411.08798" = "theory.simsek2025:CLAIMS"``), so adding a paper needs no edit here.
+(``"2411.08798" = "popdyn_theory.simsek2025:CLAIMS"``), so adding a paper needs no edit here.
 
 A claim is a function ``run(quick: bool, rng) -> ClaimResult`` that computes a
 prediction and a measurement by *different routes* and says whether they agree within a

@@ -17,7 +17,7 @@ from popdyn.exponents import information_exponent
 from popdyn.models.reuse import ReuseProblem, predicted_samples, tanh_logcosh
 from popdyn.verification import Claim, ClaimResult
 
-lee = importlib.import_module("theory.lee2024")
+lee = importlib.import_module("popdyn_theory.lee2024")
 
 CLAIM_NAMES = ["generative_exponent", "drift_coefficients", "reuse_slope", "online_slope", "phase2_test_error"]
 #: The quoted 0.0633 has 4 digits: half a unit of the last digit.

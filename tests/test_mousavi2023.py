@@ -7,7 +7,7 @@ import pytest
 
 from popdyn.models.spiked import (SimulatedEscape, SpikedProblem, effective_dimension, escape_grid_simulation,
                                   escape_time_grid, plot_escape_grid, plot_escape_points)
-from theory.mousavi2023 import (CLAIMS, SLOPE_TOL, claim_three_stages, isotropic_escape_time, stage_exponents,
+from popdyn_theory.mousavi2023 import (CLAIMS, SLOPE_TOL, claim_three_stages, isotropic_escape_time, stage_exponents,
                                 three_stage_points)
 
 #: Start-of-flow rate rho' = A F'(rho) drops relative terms O(rho^2) and O(kappa <w,theta>^2 / (1+kappa));

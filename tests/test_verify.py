@@ -35,7 +35,7 @@ FLOAT_SUM_TOL = 1e-13
 
 
 def simsek():
-    return importlib.import_module("theory.simsek2025")
+    return importlib.import_module("popdyn_theory.simsek2025")
 
 
 # -- registry ------------------------------------------------------------------------

@@ -100,7 +100,7 @@ def test_generator_use_is_detected():
 def test_bagj_escape_slope_verdict(monkeypatch, p, slope, se, passed):
     import importlib
 
-    bagj = importlib.import_module("theory.bagj2021")
+    bagj = importlib.import_module("popdyn_theory.bagj2021")
     ds = bagj.SETTINGS[p][2]
     laws = bagj.law_slopes(ds)
     law = bagj._claimed_law(p)

@@ -532,7 +532,7 @@ def stall_check(target: str = "He3", *, d: int = STALL_DIMS[0], replicas: int = 
 
 
 def claim_online_slope(quick: bool, rng):
-    from theory.bagj2021 import law_cell, law_slopes
+    from ..bagj2021 import law_cell, law_slopes
 
     out = []
     k, top = ONLINE_SLOPE_SE_FACTOR, REUSE_SLOPE_BAND[1]
