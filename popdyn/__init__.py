@@ -23,54 +23,75 @@ Conventions (one sheet for the whole package)
   compared at ``t = eta * steps``; online SGD in the high-d limit uses ``eta = delta/d``.
 * ``erf`` means ``erf(z/sqrt(2))`` (Saad–Solla).
 * Every random function takes ``rng`` (int, Generator or None).
+
+Start-up
+--------
+``import popdyn`` loads only :mod:`popdyn._version`; each public name below is imported from its
+module on first use (PEP 562 ``__getattr__``), so ``popdyn --version`` and a command that needs
+only the committee ODE do not pay for sympy, matplotlib or the other models.  ``dir(popdyn)`` and
+``from popdyn import *`` see every name of ``__all__``.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+
 from ._version import __version__
 
-from .activations import Activation, get_activation, registered_names
-from .comparison import Comparison, compare
-from .errors import LargeStepWarning, NumericalError
-from .exponents import generative_exponent, information_exponent
-from .models.multi_index_fixedpoints import FixedPoint, FixedPointSet, classify, fixed_points, riemannian_hessian
-from .hermite import HermiteSeries, h_values, hermite_coefficients
-from .kernels import KernelValue, PairExpectation, correlation_kernel, correlation_kernel_expr, gaussian_pair_expectation
-from .models.covariance import CovarianceProblem, load_covariance, load_direction
-from .models.committee import (CommitteeProblem, add_eps_g, classic_initial_state, classic_problem, eps_g,
-                               simulate_committee)
-from .models.multi_index import MultiIndexProblem, gram, index_vectors
-from .models.multi_index_sim import initial_weights
-from .models.single_index import SingleIndexProblem, escape_samples, step_size
-from .models.reuse import ReuseProblem, predicted_samples, student_survey, tanh_logcosh
-from .models.reuse_sim import samples_to_reach, scaling_study, two_phase
-from .models.spiked import (SimulatedEscape, SpikedProblem, effective_dimension, escape_grid_simulation,
-                            escape_time_grid, kappa_critical, min_unlabeled, plot_escape_points)
-from .models.single_index_sim import first_passage
-from .ode import integrate
-from .simulation import initial_state, register_stepper, simulate
-from .models.multi_index_threshold import ThresholdResult, smallest_eigenvalue_curve, threshold
-from .trajectory import Trajectory
-from .verification import verify
+#: Public name -> the module (relative to this package) that defines it, grouped by module.
+_EXPORTS_BY_MODULE: dict[str, list[str]] = {
+    "activations": ["Activation", "get_activation", "registered_names"],
+    "hermite": ["HermiteSeries", "h_values", "hermite_coefficients"],
+    "exponents": ["information_exponent", "generative_exponent"],
+    "kernels": [
+        "correlation_kernel", "correlation_kernel_expr", "gaussian_pair_expectation", "KernelValue",
+        "PairExpectation",
+    ],
+    "errors": ["NumericalError", "LargeStepWarning"],
+    "trajectory": ["Trajectory"],
+    "models.multi_index": ["MultiIndexProblem", "gram", "index_vectors"],
+    "models.single_index": ["SingleIndexProblem", "escape_samples", "step_size"],
+    "models.single_index_sim": ["first_passage"],
+    "models.spiked": [
+        "SpikedProblem", "effective_dimension", "escape_time_grid", "kappa_critical", "min_unlabeled",
+        "escape_grid_simulation", "plot_escape_points", "SimulatedEscape",
+    ],
+    "models.reuse": ["ReuseProblem", "predicted_samples", "student_survey", "tanh_logcosh"],
+    "models.reuse_sim": ["samples_to_reach", "scaling_study", "two_phase"],
+    "models.covariance": ["CovarianceProblem", "load_covariance", "load_direction"],
+    "models.committee": [
+        "CommitteeProblem", "eps_g", "add_eps_g", "simulate_committee", "classic_problem",
+        "classic_initial_state",
+    ],
+    "ode": ["integrate"],
+    "simulation": ["simulate", "initial_state", "register_stepper"],
+    "models.multi_index_sim": ["initial_weights"],
+    "comparison": ["compare", "Comparison"],
+    "models.multi_index_fixedpoints": [
+        "fixed_points", "classify", "riemannian_hessian", "FixedPoint", "FixedPointSet",
+    ],
+    "models.multi_index_threshold": ["threshold", "smallest_eigenvalue_curve", "ThresholdResult"],
+    "verification": ["verify"],
+    "sweeps": ["sweep"],
+}
+_EXPORTS = {name: module for module, names in _EXPORTS_BY_MODULE.items() for name in names}
 
-__all__ = [
-    "__version__",
-    # foundation
-    "Activation", "get_activation", "registered_names", "HermiteSeries", "h_values", "hermite_coefficients",
-    "information_exponent", "generative_exponent",
-    "correlation_kernel", "correlation_kernel_expr", "gaussian_pair_expectation", "KernelValue", "PairExpectation",
-    "NumericalError", "LargeStepWarning", "Trajectory",
-    # models
-    "MultiIndexProblem", "gram", "index_vectors",
-    "SingleIndexProblem", "escape_samples", "step_size", "first_passage",
-    "SpikedProblem", "effective_dimension", "escape_time_grid", "kappa_critical", "min_unlabeled",
-    "escape_grid_simulation", "plot_escape_points", "SimulatedEscape",
-    "ReuseProblem", "predicted_samples", "student_survey", "tanh_logcosh", "samples_to_reach", "scaling_study",
-    "two_phase",
-    "CovarianceProblem", "load_covariance", "load_direction",
-    "CommitteeProblem", "eps_g", "add_eps_g", "simulate_committee", "classic_problem", "classic_initial_state",
-    # verbs
-    "integrate", "simulate", "initial_state", "initial_weights", "register_stepper", "compare", "Comparison",
-    "fixed_points", "classify", "riemannian_hessian", "FixedPoint", "FixedPointSet",
-    "threshold", "smallest_eigenvalue_curve", "ThresholdResult", "verify",
-]
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    """Import a public name's module on first access (PEP 562) and cache the name here."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        # a submodule used as an attribute (``popdyn.hermite``, ``popdyn.models``) without an import
+        if importlib.util.find_spec(f"{__name__}.{name}") is not None:
+            return importlib.import_module(f".{name}", __name__)
+        raise AttributeError(f"module 'popdyn' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
