@@ -49,6 +49,10 @@ _EXPORTS_BY_MODULE: dict[str, list[str]] = {
         "PairExpectation",
     ],
     "errors": ["NumericalError", "LargeStepWarning"],
+    "chaos": [
+        "Feature", "Piece", "feature", "chaos_projection", "stein_lemma", "stein_lemma_mc", "chaos_norms_mc",
+        "ZeroSteinCoefficientWarning",
+    ],
     "trajectory": ["Trajectory"],
     "models.multi_index": ["MultiIndexProblem", "gram", "index_vectors"],
     "models.single_index": ["SingleIndexProblem", "escape_samples", "step_size"],
