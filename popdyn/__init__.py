@@ -68,6 +68,10 @@ _EXPORTS_BY_MODULE: dict[str, list[str]] = {
         "CommitteeProblem", "eps_g", "add_eps_g", "simulate_committee", "classic_problem",
         "classic_initial_state",
     ],
+    "models.hierarchical": ["HierarchicalProblem", "stage1_law", "poly_dimension"],
+    "models.hierarchical_sim": [
+        "train_layerwise", "layerwise_curve", "kernel_curve", "train_end_to_end", "sample_exponents",
+    ],
     "ode": ["integrate"],
     "simulation": ["simulate", "initial_state", "register_stepper"],
     "models.multi_index_sim": ["initial_weights"],
