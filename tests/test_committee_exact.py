@@ -424,6 +424,22 @@ def test_reproducible_and_meta():
     np.testing.assert_allclose(t1.Q[0], np.broadcast_to(t1.meta["Q0"], (5, 2, 2)))  # same_init
 
 
+def test_meta_records_the_stream_block_and_the_path():
+    """The stream block is part of the stream (module docstring, "Random stream"): recorded."""
+    from popdyn import _jit
+    from popdyn.models.committee_exact import STREAM_BLOCK, STREAM_NUMBERS, stream_block
+
+    prob = CommitteeProblem("erf", "erf", K=2, M=2, noise=0.05)
+    traj = _run(prob, rng=3)  # R = 5, P = 4, B = 3, d - P = 996: 3 chi-squares and 3 normals per replica
+    per_step = 5 * (4 * 3 + 3 + 3 + 3)
+    expect = min(STREAM_BLOCK, STREAM_NUMBERS // per_step)
+    assert traj.meta["stream_block"] == stream_block(5, 4, 3, 3, 3, True) == expect
+    assert traj.meta["compiled"] is _jit.enabled()
+    assert stream_block(10**6, 4, 1, 1, 0, False) == 1  # never empty
+    with _jit.disabled():
+        assert _run(prob, rng=3).meta["compiled"] is False
+
+
 class _Interrupt(Exception):
     pass
 
@@ -433,16 +449,16 @@ def test_resume_is_identical(tmp_path, monkeypatch):
     kw = dict(rng=5, same_init=False, n_record=12)
     ref = _run(prob, **kw)
     ck = tmp_path / "exact.npz"
-    orig, count = CommitteeExactStepper.step, {"n": 0}
+    orig, count = CommitteeExactStepper.step_block, {"n": 0}
 
-    def interrupted(self, state, rng):
-        count["n"] += 1
+    def interrupted(self, state, rng, n_steps, frozen=None):  # the engine advances in blocks
+        count["n"] += n_steps
         if count["n"] > 23:
             raise _Interrupt
-        return orig(self, state, rng)
+        return orig(self, state, rng, n_steps, frozen)
 
     with monkeypatch.context() as m:
-        m.setattr(CommitteeExactStepper, "step", interrupted)
+        m.setattr(CommitteeExactStepper, "step_block", interrupted)
         with pytest.raises(_Interrupt):
             _run(prob, checkpoint=ck, checkpoint_steps=5, checkpoint_every=1e9, **kw)
     resumed = _run(prob, checkpoint=ck, checkpoint_steps=5, checkpoint_every=1e9, **kw)
