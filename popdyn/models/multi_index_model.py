@@ -4,18 +4,49 @@ Spherical student neurons under the correlation loss with a multi-index teacher
 (arXiv 2411.08798): the options that build a :class:`~popdyn.models.multi_index.MultiIndexProblem`
 and what ``popdyn predict --model multi-index`` reports (the u-ODE from a drawn or given
 start, final directions, escape times).
+
+Engines: ``simulate`` and ``compare`` take ``--engine full|exact``.  ``full`` materialises the
+d-dimensional samples (:mod:`popdyn.models.multi_index_sim`); ``exact`` draws only their
+projections from the exact joint law given the overlaps (:mod:`popdyn.models.multi_index_exact`;
+online SGD, ``d >= neurons + k``), exact in law at any ``d`` at a cost independent of ``d``.
+``compare`` uses ``exact`` unless ``--engine`` is given, wherever it applies
+(:func:`default_engine`); ``simulate`` keeps ``full`` unless told otherwise.
 """
 
 from __future__ import annotations
 
 from ..model import Command, Model, Option, Prediction, check_level, ode_options, parse_init, sgd_uses
 
-__all__ = ["MODEL", "build_problem", "DEFAULT_K"]
+__all__ = ["MODEL", "build_problem", "default_engine", "DEFAULT_K", "COMPARE_ENGINE"]
 
 #: Default number of index vectors.
 DEFAULT_K = 3
 #: Default predict horizon (the escapes of the README examples happen by t ~ 10).
 DEFAULT_T_END = 20.0
+#: Engine of ``compare`` when ``--engine`` is not given and it applies (:func:`default_engine`).
+COMPARE_ENGINE = "exact"
+
+
+def _register_exact_engine() -> None:
+    """Make ``engine="exact"`` available for MultiIndexProblem without importing its module
+    (the string form is imported on first use)."""
+    from ..simulation import register_stepper
+    from .multi_index import MultiIndexProblem
+
+    register_stepper(MultiIndexProblem, "popdyn.models.multi_index_exact:MultiIndexExactStepper", engine="exact")
+
+
+def default_engine(opts, problem) -> str | None:
+    """The engine ``compare`` uses when ``--engine`` is not given: ``"exact"`` for online SGD
+    with ``d >= neurons + k`` (where the exact d-free engine applies), else ``"full"``.
+
+    ``None`` for the other verbs and when ``--engine`` was given (the user's choice stands).
+    """
+    if getattr(opts, "command", None) != "compare" or "engine" in getattr(opts, "given", {"engine"}):
+        return None
+    if getattr(opts, "algorithm", None) == "sgd" and opts.d >= problem.n_neurons + problem.k:
+        return COMPARE_ENGINE
+    return "full"
 
 
 def build_problem(opts, *, n_neurons=None):
@@ -46,6 +77,17 @@ def build_problem(opts, *, n_neurons=None):
         G = gram("custom", G.shape[0], G=G)
     n = n_neurons if n_neurons is not None else getattr(opts, "neurons", 1)
     return MultiIndexProblem(student, teacher, G, n_neurons=n, degree=opts.degree)
+
+
+def _build(opts):
+    """``build`` hook: the problem, with the exact engine registered and ``compare``'s
+    default engine filled in (:func:`default_engine`)."""
+    problem = build_problem(opts)
+    _register_exact_engine()
+    engine = default_engine(opts, problem)
+    if engine is not None:
+        opts.engine = engine
+    return problem
 
 
 def _validate(opts, given) -> None:
@@ -197,7 +239,7 @@ MODEL = Model(
                verbs=("predict",), check=check_level),
     ),
     uses=sgd_uses(("d", "seed", "init", "t_end", "out", "plot")),
-    build=build_problem,
+    build=_build,
     predict=_predict,
     validate=_validate,
     commands=COMMANDS,
