@@ -352,6 +352,19 @@ def cmd_verify(args) -> int:
     return EXIT_OK if ok else EXIT_NUMERICAL
 
 
+def cmd_sweep(args) -> int:
+    """``popdyn sweep CONFIG``: one verb over a grid of points into a resumable store
+    (:mod:`popdyn.sweeps`); exit 1 when some point failed (each listed with its error)."""
+    from .sweeps import run_command
+
+    out, lines, code = run_command(args)
+    if args.json:
+        _dump(out)
+    else:
+        print("\n".join(lines))
+    return code
+
+
 def _short(x) -> str:
     if isinstance(x, float):
         return f"{x:.6g}"
@@ -588,6 +601,27 @@ def build_parser(argv=None) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
     _add_common(p)
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("sweep", help="run a verb over a grid of points from a TOML/JSON config: a resumable store, "
+                                     "local processes or a dask cluster, plots (exit 1 if a point failed)")
+    p.add_argument("config", help="sweep configuration (.toml or .json; see README 'Sweeps')")
+    p.add_argument("--out", dest="store", metavar="DIR", default=None,
+                   help="store directory (default NAME.sweep in the current directory for NAME.toml)")
+    p.add_argument("--executor", choices=["pool", "serial"], default="pool",
+                   help="pool: local processes (default); serial: one point at a time, in this process")
+    p.add_argument("--workers", type=_pos_int, default=None, help="processes of the pool (default: all cores)")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None, help="run on an existing dask.distributed "
+                                                                       "cluster (needs pip install popdyn[dask])")
+    p.add_argument("--dask-local", type=_pos_int, metavar="N", default=None,
+                   help="start a dask LocalCluster with N worker processes")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--resume", action="store_true", help="skip the points already in the store (the default)")
+    g.add_argument("--force", action="store_true", help="recompute every point")
+    p.add_argument("--retry-failed", action="store_true", help="compute again the points recorded as failed")
+    p.add_argument("--plot", metavar="PNG", default=None, help="draw the config's [plot] (curve or phase diagram)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_common(p)
+    p.set_defaults(func=cmd_sweep)
 
     for name, register in _EXTRA_COMMANDS:
         register(sub, name)
