@@ -1,18 +1,35 @@
-"""Benchmark (a) of issue 4: the committee ODE to convergence, adaptive vs fixed-step Euler.
+"""Committee-machine ODE benchmarks: the integrals' assembly (issue 12) and adaptive vs Euler (issue 4).
 
-One command, all ratios measured side by side in the same run::
+One command, every ratio measured side by side in the same run::
 
-    python benchmarks/bench_committee_ode.py            # full (~1-2 min)
-    python benchmarks/bench_committee_ode.py --quick    # smoke run (t_end = 50)
+    python benchmarks/bench_committee_ode.py                       # both sections (~5 min)
+    python benchmarks/bench_committee_ode.py --quick               # smoke run (~1 min)
+    python benchmarks/bench_committee_ode.py --section assembly --baseline /tmp/popdyn_head
     python benchmarks/bench_committee_ode.py --json out.json
 
-Problem: Saad–Solla's classic (erf, K = M = 2, delta = 0.5, second layer fixed to 1,
-G = I) from the classic initial state (``popdyn.models.committee.classic_initial_state``),
-integrated until the generalisation error is below 1e-10 (``T_END`` is the first grid
-time where a tight reference run has eps_g < 1e-10; every method integrates to the same
-``T_END``).
+Section ``assembly`` (the Gaussian integrals of one right-hand side and the ODEs they drive;
+times are CPU seconds of this process, ``time.process_time``, with the wall time next to
+them, on whatever machine runs it):
 
-Methods, all on the *same* right-hand side ``CommitteeProblem.ode_rhs``:
+* one right-hand side at a K = M = 2 state (``initial_state(problem, 500, init="uniform",
+  rng=0)``) for erf and ReLU through each assembly of
+  :class:`popdyn.models.committee_integrals.CommitteeIntegrals`: ``"auto"`` (contracted
+  closed forms), ``"tuples"`` (per-tuple routes, the assembly before issue 12) and
+  ``"quadrature"`` (the quadrature route for every family); the ratio ReLU / erf;
+* the ReLU K = M = 2 ODE to t = 600 (``popdyn.integrate`` defaults, and with ``atol =
+  1e-10``), and to t = 5 by the closed forms and by the quadrature route (ratio);
+* the erf K = M = 8 ODE to t = 750 (``"auto"`` vs ``"tuples"``, ratio) and K = M = 32 to
+  t = 750 (``"auto"``; skipped with ``--quick``);
+* ``--baseline DIR``: the same workloads (those its API offers) timed with the popdyn found
+  in ``DIR`` (e.g. ``git archive HEAD popdyn | tar -x -C DIR``) in a subprocess of this run,
+  and the ratios baseline / current.
+
+Section ``euler`` (issue 4): Saad–Solla's classic (erf, K = M = 2, delta = 0.5, second
+layer fixed to 1, G = I) from the classic initial state
+(``popdyn.models.committee.classic_initial_state``), integrated until the generalisation
+error is below 1e-10 (``T_END`` is the first grid time where a tight reference run has
+eps_g < 1e-10; every method integrates to the same ``T_END``).  Methods, all on the *same*
+right-hand side ``CommitteeProblem.ode_rhs``:
 
 * reference: ``popdyn.integrate`` with DOP853 at rtol = 1e-13, atol = 1e-15;
 * Euler, dt = 0.01: the classic tools' method (e.g. the C++ integrator of Goldt et al.),
@@ -25,8 +42,7 @@ Accuracy is the eps_g curve against the reference on a common log grid of 200 ti
 ``[0.01, T_END]``: the largest absolute deviation ``max |eps - eps_ref|`` (the matching
 criterion), the largest relative deviation where ``eps_ref >= REL_FLOOR``, and the shift
 of the time at which eps_g first falls below 1e-10.  Reported: right-hand-side
-evaluations, wall time, and both ratios Euler / adaptive.  Goal: the adaptive integrator
-reaches the same curve (matched accuracy) in fewer evaluations and less time.
+evaluations, wall time, and both ratios Euler / adaptive.
 """
 
 from __future__ import annotations
@@ -34,16 +50,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from popdyn.models.committee import classic_initial_state, classic_problem  # noqa: E402
-from popdyn.errors import NumericalError  # noqa: E402
-from popdyn.ode import integrate  # noqa: E402
+REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 TARGET = 1e-10
 EULER_DT = 0.01
@@ -81,16 +94,19 @@ def euler(problem, state0, t_end, dt, grid):
         der = problem.ode_rhs(step * dt, _unpack(y, K, M))
         y = y + dt * np.concatenate([der["Q"].ravel(), der["M"].ravel(), der["a"].ravel()])
     wall = time.perf_counter() - t0
+    # eps_g of solver states: negative values within the state's accuracy are 0 (state_rtol)
     eps = problem.generalisation_error(rec[:, :K * K].reshape(-1, K, K), rec[:, K * K:K * K + K * M].reshape(-1, K, M),
-                                       rec[:, K * K + K * M:])
+                                       rec[:, K * K + K * M:], state_rtol=dt)
     return eps, n, wall
 
 
 def adaptive(problem, state0, t_end, grid, rtol, atol):
+    from popdyn.ode import integrate
+
     t0 = time.perf_counter()
     traj = integrate(problem, state0, t_end, times=grid, rtol=rtol, atol=atol)
     wall = time.perf_counter() - t0
-    eps = problem.generalisation_error(traj.Q[:, 0], traj.M[:, 0], traj.a[:, 0])
+    eps = problem.generalisation_error(traj.Q[:, 0], traj.M[:, 0], traj.a[:, 0], state_rtol=max(rtol, atol))
     return eps, int(traj.meta["solver"]["nfev"]), wall
 
 
@@ -113,11 +129,11 @@ def accuracy(grid, eps, ref):
             "t_cross_shift": float(abs(crossing(grid, eps) - crossing(grid, ref)))}
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="smoke run to t = 50 (no convergence)")
-    p.add_argument("--json", default=None, help="also write the results to this JSON file")
-    args = p.parse_args(argv)
+def euler_section(args) -> dict:
+    """Issue 4: Euler dt = 0.01 against the adaptive integrator on the classic problem."""
+    from popdyn.errors import NumericalError
+    from popdyn.models.committee import classic_initial_state, classic_problem
+    from popdyn.ode import integrate
 
     problem = classic_problem()
     state0 = classic_initial_state(problem)
@@ -126,11 +142,10 @@ def main(argv=None) -> int:
         t_end = 50.0
     else:
         probe = integrate(problem, state0, 5000.0, times="linear", n_times=5001, rtol=1e-12, atol=1e-14)
-        eps_probe = problem.generalisation_error(probe.Q[:, 0], probe.M[:, 0], probe.a[:, 0])
+        eps_probe = problem.generalisation_error(probe.Q[:, 0], probe.M[:, 0], probe.a[:, 0], state_rtol=1e-12)
         hit = np.flatnonzero(eps_probe < TARGET)
         if hit.size == 0:
-            print("eps_g never fell below the target by t = 5000", file=sys.stderr)
-            return 1
+            raise RuntimeError("eps_g never fell below the target by t = 5000")
         t_end = float(np.ceil(probe.t[hit[0]]))
     grid = np.concatenate([[0.0], np.round(np.geomspace(0.01, t_end, 199) / EULER_DT) * EULER_DT])
     grid = np.unique(np.clip(grid, 0.0, t_end))
@@ -170,8 +185,160 @@ def main(argv=None) -> int:
     print(f"max |dev| = max over the grid of |eps_g - eps_g,ref|; max rel dev over eps_g,ref >= {REL_FLOOR:g}; "
           "matched = the loosest rtol no worse than Euler in all three accuracy columns.")
     print("ratios = Euler / method (> 1: the method needs fewer RHS evaluations / less time).")
-    out = {"t_end": t_end, "target": TARGET, "euler_dt": EULER_DT, "rows": rows,
-           "reference": {"nfev": ref_nfev, "wall_s": ref_wall}}
+    return {"t_end": t_end, "target": TARGET, "euler_dt": EULER_DT, "rows": rows,
+            "reference": {"nfev": ref_nfev, "wall_s": ref_wall}}
+
+
+# ======================================================================================
+# section "assembly" (issue 12): the integrals of one right-hand side, and the ODEs
+# ======================================================================================
+#: Right-hand-side evaluations per timing (full run, --quick); the quadrature route is slow.
+RHS_REPEATS = {"auto": (2000, 300), "tuples": (300, 50), "quadrature": (10, 3), "baseline": (300, 20)}
+ASSEMBLIES = ("auto", "tuples", "quadrature")
+
+
+def _clock(fn):
+    """``(result, cpu seconds, wall seconds)`` of one call."""
+    c0, w0 = time.process_time(), time.perf_counter()
+    out = fn()
+    return out, time.process_time() - c0, time.perf_counter() - w0
+
+
+def _problem(act, K, **kw):
+    from popdyn.models.committee import CommitteeProblem
+    from popdyn.simulation import initial_state
+
+    problem = CommitteeProblem(act, act, K=K, M=K, delta=0.5, **kw)
+    return problem, initial_state(problem, 500, init="uniform", rng=0)[2]
+
+
+def _rhs_ms(act, integrals, n, K=2):
+    """Mean CPU ms of ``ode_rhs`` at the K = M state (``integrals=None``: the popdyn default)."""
+    problem, s0 = _problem(act, K)
+    state = problem.ode_initial_state(s0)
+    kw = {} if integrals is None else {"integrals": integrals}
+    problem.ode_rhs(0.0, state, **kw)  # plans, caches, the quadrature level
+    _, cpu, wall = _clock(lambda: [problem.ode_rhs(0.0, state, **kw) for _ in range(n)])
+    return {"cpu_ms": 1e3 * cpu / n, "wall_ms": 1e3 * wall / n}
+
+
+def _ode(act, K, t_end, integrals=None, **kw):
+    from popdyn.ode import integrate
+
+    problem, s0 = _problem(act, K)
+    options = None if integrals is None else {"integrals": integrals}
+    traj, cpu, wall = _clock(lambda: integrate(problem, s0, t_end, n_times=20, progress=False, options=options,
+                                               **kw))
+    from popdyn.models.committee import eps_g
+
+    return {"cpu_s": cpu, "wall_s": wall, "nfev": int(traj.meta["solver"]["nfev"]),
+            "eps_g_end": float(eps_g(problem, traj)[-1, 0]), "t_end": t_end}
+
+
+def workloads(quick: bool, baseline: bool = False) -> list:
+    """``(name, thunk)`` pairs; ``baseline``: only what the popdyn before issue 12 offers."""
+    q = 1 if quick else 0
+    out = []
+    for act in ("erf", "relu"):
+        if baseline:
+            out.append((f"rhs {act} K=2", lambda act=act: _rhs_ms(act, None, RHS_REPEATS["baseline"][q])))
+            continue
+        for integ in ASSEMBLIES:
+            out.append((f"rhs {act} K=2 {integ}",
+                        lambda act=act, integ=integ: _rhs_ms(act, integ, RHS_REPEATS[integ][q])))
+        for K in (4, 8):
+            out.append((f"rhs {act} K={K} auto", lambda act=act, K=K: _rhs_ms(act, "auto", 20 if act == "relu" else 500,
+                                                                               K)))
+    short = 1.0 if quick else 5.0
+    if baseline:
+        out.append((f"ode relu K=2 t={short:g}", lambda: _ode("relu", 2, short)))
+        out.append((f"ode erf K=8 t={100 if quick else 750}", lambda: _ode("erf", 8, 100.0 if quick else 750.0)))
+        return out
+    out.append((f"ode relu K=2 t={short:g}", lambda: _ode("relu", 2, short)))
+    out.append((f"ode relu K=2 t={short:g} quadrature", lambda: _ode("relu", 2, short, "quadrature")))
+    t_relu = 100.0 if quick else 600.0
+    out.append((f"ode relu K=2 t={t_relu:g}", lambda: _ode("relu", 2, t_relu)))
+    out.append((f"ode relu K=2 t={t_relu:g} atol=1e-10", lambda: _ode("relu", 2, t_relu, atol=1e-10)))
+    t8 = 100.0 if quick else 750.0
+    out.append((f"ode erf K=8 t={t8:g}", lambda: _ode("erf", 8, t8)))
+    out.append((f"ode erf K=8 t={t8:g} tuples", lambda: _ode("erf", 8, t8, "tuples")))
+    if not quick:
+        out.append(("ode erf K=32 t=750", lambda: _ode("erf", 32, 750.0)))
+    return out
+
+
+def _measure(quick: bool, baseline: bool) -> dict:
+    _ode("relu", 2, 0.1)  # imports (scipy.integrate) and first calls stay out of the timings
+    results = {}
+    for name, thunk in workloads(quick, baseline):
+        results[name] = thunk()
+        print(f"  ... {name}: {results[name]}", file=sys.stderr, flush=True)
+    return results
+
+
+def assembly_section(args) -> dict:
+    """Issue 12: per-assembly right-hand-side costs and ODE times, and an optional baseline."""
+    res = _measure(args.quick, False)
+    base = None
+    if args.baseline:
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", os.path.abspath(args.baseline)]
+        if args.quick:
+            cmd.append("--quick")
+        env = dict(os.environ, PYTHONPATH=os.path.abspath(args.baseline))
+        base = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=env,
+                                         cwd=os.path.abspath(args.baseline)).stdout)
+    r = lambda k: res[k]  # noqa: E731
+    print("one right-hand side, K = M = 2 state (CPU ms per call; wall in brackets)")
+    for act in ("erf", "relu"):
+        cells = "  ".join(f"{integ} {r(f'rhs {act} K=2 {integ}')['cpu_ms']:.3f} "
+                          f"({r(f'rhs {act} K=2 {integ}')['wall_ms']:.3f})" for integ in ASSEMBLIES)
+        print(f"  {act:<5} {cells}")
+    ratio = r("rhs relu K=2 auto")["cpu_ms"] / r("rhs erf K=2 auto")["cpu_ms"]
+    for K in (4, 8):
+        print(f"  K = M = {K}, auto: erf {r(f'rhs erf K={K} auto')['cpu_ms']:.3f}, ReLU "
+              f"{r(f'rhs relu K={K} auto')['cpu_ms']:.3f}")
+    print(f"  ReLU / erf (auto, K = M = 2): {ratio:.2f}x;  ReLU tuples / auto: "
+          f"{r('rhs relu K=2 tuples')['cpu_ms'] / r('rhs relu K=2 auto')['cpu_ms']:.1f}x;  ReLU quadrature / auto: "
+          f"{r('rhs relu K=2 quadrature')['cpu_ms'] / r('rhs relu K=2 auto')['cpu_ms']:.0f}x")
+    print("ODEs (popdyn.integrate, DOP853 rtol 1e-10, atol 1e-12 unless stated; CPU s, wall s, RHS evaluations, "
+          "eps_g at the end)")
+    for name, row in res.items():
+        if name.startswith("ode"):
+            print(f"  {name:<34}{row['cpu_s']:>9.2f}{row['wall_s']:>9.2f}{row['nfev']:>9d}   {row['eps_g_end']:.3g}")
+    short = [k for k in res if k.startswith("ode relu K=2 t=") and k.endswith("quadrature")][0]
+    print(f"  ReLU short run, quadrature / closed form: {res[short]['cpu_s'] / res[short[:-11]]['cpu_s']:.0f}x")
+    e8 = [k for k in res if k.startswith("ode erf K=8") and k.endswith("tuples")][0]
+    print(f"  erf K = M = 8, tuples / auto: {res[e8]['cpu_s'] / res[e8[:-7]]['cpu_s']:.1f}x")
+    out = {"current": res}
+    if base is not None:
+        print(f"baseline: popdyn in {args.baseline} (its default route), same workloads, same run")
+        for name, row in base.items():
+            cur = res[name + " auto"] if name.startswith("rhs") else res[name]
+            key = "cpu_ms" if name.startswith("rhs") else "cpu_s"
+            print(f"  {name:<28} baseline {row[key]:.4g}  current {cur[key]:.4g}  baseline / current "
+                  f"{row[key] / cur[key]:.1f}x")
+        out["baseline"] = base
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="smoke run (short horizons, fewer repeats)")
+    p.add_argument("--section", choices=("all", "assembly", "euler"), default="all")
+    p.add_argument("--baseline", default=None, help="directory holding another popdyn to time in the same run")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # baseline subprocess: print JSON
+    args = p.parse_args(argv)
+    if args.worker:
+        sys.path.insert(0, args.worker)
+        print(json.dumps(_measure(args.quick, True)))
+        return 0
+    sys.path.insert(0, REPO)
+    out = {}
+    if args.section in ("all", "assembly"):
+        out["assembly"] = assembly_section(args)
+    if args.section in ("all", "euler"):
+        out["euler"] = euler_section(args)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=2)

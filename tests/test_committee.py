@@ -146,7 +146,8 @@ def test_integrals_vs_monte_carlo(name, kind, acts, integrand):
 def test_routes():
     assert ci.route("i4", "erf", "erf", "erf", "erf") == "erf"
     assert ci.route("i3", "relu", "relu") == "relu"
-    assert ci.route("i4", "relu", "relu", "relu", "relu") == "quadrature"
+    assert ci.route("i4", "relu", "relu", "relu", "relu") == "relu"  # orthant-probability closed form
+    assert ci.route("i4", "tanh", "tanh", "tanh", "tanh") == "quadrature"
     assert ci.route("i3", "relu", "erf") == "quadrature"
     assert ci.route("i4", "he3", "he3", "identity", "he2") == "polynomial"
 
@@ -223,6 +224,41 @@ def test_committee_integrals_assembly_matches_direct_calls():
             ref = float(ci.i4(_ix(C, [i, k, c, e]), s, s, acts[c], acts[e]))
             assert abs(out["I4"][i, k, c, e] - ref) < tol[s]
         assert abs(out["J2"][0, 1] - float(ci.j2(_ix(C, [0, 1]), s, s))) < tol[s]
+
+
+@pytest.mark.parametrize("act", ["erf", "relu"])
+@pytest.mark.parametrize("K,M", [(2, 2), (5, 3), (2, 4)])
+def test_contracted_assembly_matches_the_tuples_route(act, K, M):
+    """The contracted closed forms (integrals="auto") equal the per-tuple closed forms summed
+    (integrals="tuples"): I2, D3 = I3 beta, D4 = I4 beta beta, J2, and the whole ODE right-hand
+    side with noise and a trained second layer."""
+    rng = np.random.default_rng(K * 7 + M)
+    prob = CommitteeProblem(act, act, K=K, M=M, a0=rng.uniform(-1.0, 1.5, K), a_star=rng.uniform(0.5, 1.5, M),
+                            train_second_layer=True, noise=0.2, delta=0.8)
+    state = initial_state(prob, 300, init=0.7, rng=K + M)[2]
+    C = joint_covariance(state["Q"], state["M"], prob.G)
+    beta = np.concatenate([state["a"], -prob.a_star])
+    fast = ci.CommitteeIntegrals(act, act, K, M).contractions(C, beta, j2=True)
+    slow = ci.CommitteeIntegrals(act, act, K, M, integrals="tuples").contractions(C, beta, j2=True)
+    for key in ("I2", "D3", "D4", "J2"):
+        np.testing.assert_allclose(fast[key], slow[key], rtol=0, atol=1e-13, err_msg=key)
+    a = prob.ode_rhs(0.0, prob.ode_initial_state(state))
+    b = prob.ode_rhs(0.0, prob.ode_initial_state(state), integrals="tuples")
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-13, err_msg=key)
+
+
+def test_integrals_option():
+    prob = classic_problem()
+    s0 = classic_initial_state(prob)
+    with pytest.raises(ValueError, match=r"`integrals` must be one of .*'auto'.*'tuples'.*'quadrature'"):
+        popdyn.integrate(prob, s0, 1.0, options={"integrals": "fast"})
+    a = popdyn.integrate(prob, s0, 5.0, n_times=5)
+    b = popdyn.integrate(prob, s0, 5.0, n_times=5, options={"integrals": "tuples"})
+    np.testing.assert_allclose(a.Q, b.Q, rtol=0, atol=1e-13)
+    assert ci.CommitteeIntegrals("relu", "relu", 2, 2).routes()["I4[relu,relu]"] == "relu"
+    assert ci.CommitteeIntegrals("relu", "relu", 2, 2, integrals="quadrature").routes()["I4[relu,relu]"] == "quadrature"
+    assert ci.CommitteeIntegrals("tanh", "tanh", 2, 2).routes()["assembly"] == "tuples"
 
 
 def test_fallback_cannot_reach_tolerance():
@@ -414,9 +450,8 @@ def test_plateau_and_escape_ode_vs_simulation_classic(tmp_path):
     assert (tmp_path / "classic.png").stat().st_size > 1000
 
 
-@pytest.mark.slow
 def test_relu_ode_vs_simulation():
-    """ReLU (I4 by quadrature): ODE within SIM_Z SE of 8 full simulations at d = 300."""
+    """ReLU (I4 by orthant probabilities): ODE within SIM_Z SE of 8 full simulations at d = 300."""
     prob = CommitteeProblem("relu", "relu", K=2, M=2, delta=0.5)
     d, seed, times = 300, 3, np.array([1.0, 3.0, 10.0, 20.0])
     _, _, s0 = initial_state(prob, d, init=0.5, rng=seed)

@@ -101,7 +101,8 @@ def test_closed_forms_are_vectorised(name, kind):
 
 def test_closed_form_lookup_matches_registry_and_refuses_lookalikes():
     assert g.closed_form("i4", "erf", "erf", "erf", "erf")[1] is g.erf_i4
-    assert g.closed_form("i4", "relu", "relu", "relu", "relu") is None  # no elementary I4 for ReLU
+    assert g.closed_form("i4", "relu", "relu", "relu", "relu")[1] is g.relu_i4  # through orthant probabilities
+    assert g.closed_form("i4", "tanh", "tanh", "tanh", "tanh") is None
     assert g.closed_form("i2", "relu", "erf") is None
     fake = get_activation(lambda z: np.maximum(z, 0.0), name="relu", breakpoints=(0.0,))
     assert g.closed_form("i2", fake, fake) is None  # a user callable named "relu" is not the registry's
@@ -203,7 +204,42 @@ def test_old_modules_share_the_foundation_objects():
     from popdyn.models import committee_integrals as ci
 
     for name in ("Factor", "gaussian_product_expectation", "erf_i2", "erf_j2", "erf_i3", "erf_i4",
-                 "relu_i2", "relu_j2", "relu_i3", "FALLBACK_TOL", "RULE_NODES", "MAX_NODES"):
+                 "relu_i2", "relu_j2", "relu_i3", "relu_i4", "FALLBACK_TOL", "RULE_NODES", "MAX_NODES"):
         assert getattr(ci, name) is getattr(g, name), name
     assert kernels.closed_form_pairs is g.closed_form_pairs
     assert kernels._closed_form is g.pair_closed_form
+
+
+# --------------------------------------------------------------------------------------
+# orthant probabilities: the closed forms of n <= 3 fields against quadrature
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_orthant_probability_against_quadrature(n):
+    """P(x > 0) = E[prod Theta(x_a)]: Sheppard's and the trivariate formula (n <= 3) and
+    Plackett's reduction (n = 4) against the nested quadrature of step functions."""
+    C = COV4[:n, :n]
+    quad = float(g.gaussian_product_expectation(C, [g.Factor.derivative("relu")] * n, tol=1e-11))
+    assert abs(float(g.orthant_probability(C)) - quad) <= 1e-11
+
+
+def test_orthant_plan_matches_the_covariance_functions():
+    """One plan over a 4 x 4 covariance: probabilities and moments of several indicator sets
+    (the committee's use) equal the batched covariance functions."""
+    C = COV4
+    items = [(0, (0, 1, 2, 3), 2, 3), (0, (0, 2, 3), 2, 3), (0, (1, 3), None, None), (0, (0, 2), 1, 2)]
+    vals = g.OrthantPlan(16, 4, items)(C.reshape(-1))
+    assert abs(vals[0] - float(g.relu_i4(C))) <= EXACT_TOL
+    assert abs(vals[1] - float(g.relu_i4(C[np.ix_([0, 0, 2, 3], [0, 0, 2, 3])]))) <= EXACT_TOL
+    assert abs(vals[2] - float(g.relu_j2(C[np.ix_([1, 3], [1, 3])]))) <= EXACT_TOL
+    assert abs(vals[3] - float(g.relu_i3(C[:3, :3]))) <= EXACT_TOL
+
+
+def test_quadrature_keeps_small_conditional_correlations():
+    """Regression: the echelon factor dropped off-diagonal entries below 1e-6 (ZERO_REL), i.e. a
+    conditional correlation of 9e-7 here, and returned I4(a, a, c, d) 1.1e-7 off with an error
+    estimate of 1e-16.  The orthant closed form is the independent route (mpmath agrees to 1e-18)."""
+    C3 = np.array([[9.35626077e-01, 4.10841747e-03, -2.05676041e-04],
+                   [4.10841747e-03, 1.0, 0.0], [-2.05676041e-04, 0.0, 1.0]])
+    C = C3[np.ix_([0, 0, 1, 2], [0, 0, 1, 2])]
+    quad = float(g.gaussian_product_expectation(C, _factors("relu", "i4"), tol=1e-12))
+    assert abs(quad - float(g.relu_i4(C))) <= 1e-13

@@ -48,8 +48,9 @@ The ODE (ODE protocol of :mod:`popdyn.ode`)
 ``Q``, ``M``, ``a``; ``a`` moves only when ``train_second_layer``), with the
 :math:`\delta^2` SGD-noise term and the label-noise term in :math:`\dot Q`, for any
 activations: the Gaussian integrals come from
-:mod:`popdyn.models.committee_integrals` (closed forms for erf and ReLU, exact for
-polynomials, a quadrature fallback with a stated tolerance otherwise).  The
+:mod:`popdyn.models.committee_integrals` (closed forms for erf and ReLU, contracted in one
+vectorised pass whose cost is the number of integrals; exact for polynomials; a
+quadrature fallback with a stated tolerance otherwise; option ``integrals``).  The
 trajectory's time unit is ``"t = steps / d"`` (``"alpha = steps / N"`` under
 ``"saad-solla"``).  The generalisation error :math:`\varepsilon_g = \tfrac12
 E[(f - y^*)^2]` is :meth:`CommitteeProblem.generalisation_error`; :func:`eps_g` and
@@ -107,6 +108,15 @@ CONVENTIONS = ("popdyn", "saad-solla")
 #: Eigenvalues above ``-PSD_TOL * max(1, ||C||)`` count as non-negative when checking that
 #: the joint Gram matrix [[Q, M], [M^T, G]] is positive semidefinite.
 PSD_TOL = 1e-10
+
+
+#: Activations with a kink (their integrals involve sqrt(1 - rho^2) of a correlation).
+KINKED = ("relu", "abs", "sign")
+#: Default absolute ODE tolerance for kinked activations: near convergence their right-hand
+#: side varies by more than 1e-12 under the state's rounding, so the solver would crawl (ReLU,
+#: K = M = 2 to t = 600: ~30 000 right-hand sides at 1e-12, ~2 000 at 1e-10); the overlaps are
+#: O(1), so 1e-10 still resolves eps_g down to ~1e-10.
+KINK_ATOL = 1e-10
 
 
 def check_overlaps(Q, M, G, *, name_Q: str = "Q", name_M: str = "M", name_G: str = "G") -> tuple:
@@ -248,6 +258,15 @@ class CommitteeProblem:
             return {"Q": "Q", "M": "R", "G": "T", "a": "v", "t": "alpha = steps/N"}
         return {"Q": "Q", "M": "M", "G": "G", "a": "a", "t": "t = steps/d"}
 
+    @property
+    def ode_default_atol(self) -> float:
+        """Absolute ODE tolerance when the caller sets none (:func:`popdyn.ode.integrate`):
+        :data:`KINK_ATOL` when the student or the teacher has a kink (ReLU, abs, sign: the
+        right-hand side is not smooth enough for 1e-12 near convergence, see :meth:`ode_rhs`),
+        else the solver's 1e-12."""
+        kinked = any(act.name.split(":")[0] in KINKED for act in (self.student, self.teacher))
+        return KINK_ATOL if kinked else 1e-12
+
     def eta(self, d: int) -> float:
         """First-layer step size at dimension ``d``: :math:`\\delta/d`."""
         return self.delta / check_int("d", d, minimum=1)
@@ -287,11 +306,13 @@ class CommitteeProblem:
         a = self.a0 if state0.get("a") is None else check_finite_array("a", state0["a"], ndim=1, shape=(self.K,))
         return {"Q": Q.copy(), "M": M.copy(), "a": np.array(a, dtype=float)}
 
-    def ode_validate_options(self, *, eta=None, d=None, batch=1, tol=None, recheck=10, max_nodes=None) -> dict:
+    def ode_validate_options(self, *, eta=None, d=None, batch=1, tol=None, recheck=10, max_nodes=None,
+                             integrals="auto") -> dict:
         """Check the options once: ``eta``/``d`` do not apply (the ODE is the d -> infinity limit
         with ``eta = delta/d``); ``batch`` divides the delta^2 term; ``tol``/``recheck`` tune the
-        quadrature route of the Gaussian integrals."""
-        from .committee_integrals import FALLBACK_TOL
+        quadrature route of the Gaussian integrals; ``integrals`` picks their assembly
+        (:data:`~popdyn.models.committee_integrals.ASSEMBLIES`)."""
+        from .committee_integrals import ASSEMBLIES, FALLBACK_TOL
 
         if eta is not None or d is not None:
             raise ValueError(
@@ -304,9 +325,12 @@ class CommitteeProblem:
         recheck = check_int("recheck", recheck, minimum=1)
         if max_nodes is not None:
             max_nodes = check_int("max_nodes", max_nodes, minimum=1)
-        return {"eta": None, "d": None, "batch": batch, "tol": tol, "recheck": recheck, "max_nodes": max_nodes}
+        integrals = check_choice("integrals", integrals, ASSEMBLIES)
+        return {"eta": None, "d": None, "batch": batch, "tol": tol, "recheck": recheck, "max_nodes": max_nodes,
+                "integrals": integrals}
 
-    def ode_rhs(self, t, state, *, eta=None, d=None, batch=1, tol=None, recheck=10, max_nodes=None) -> dict:
+    def ode_rhs(self, t, state, *, eta=None, d=None, batch=1, tol=None, recheck=10, max_nodes=None,
+                integrals="auto") -> dict:
         r"""Right-hand side of the high-dimensional online-SGD ODE, in ``t = steps/d``.
 
         With :math:`\beta = (a_1..a_K, -a^*_1..-a^*_M)` (so :math:`f - y^* = \sum_c \beta_c
@@ -343,22 +367,36 @@ class CommitteeProblem:
         ``K + M`` directions are correlated with the fields).  ``tests/test_committee.py``
         checks it against the one-step mean increment of the full simulator at d = 1000.
 
+        *Tolerances near convergence (ReLU).*  ReLU's integrals depend on
+        :math:`\sqrt{1 - \rho^2}` of a student-teacher correlation, so once a student is
+        within ~1e-11 of its teacher the right-hand side varies by more than ``atol = 1e-12``
+        (the solver's default) under the state's own rounding and integration error: the
+        solver then takes many small steps (K = M = 2 to t = 600 from a random start:
+        ~30 000 evaluations at ``atol = 1e-12``, 26 000 of them after eps_g < 1e-11, against
+        ~2 000 with ``atol = 1e-10``).  So a kinked activation's default is
+        ``atol = KINK_ATOL = 1e-10`` (:attr:`ode_default_atol`); pass ``atol = 1e-12`` to resolve
+        the converged tail.
+
         Options (``integrate(..., batch=B, options={...})``): ``batch`` (minibatch size
         ``B``); ``tol``, ``recheck`` and ``max_nodes`` (quadrature route of the integrals,
         :class:`~popdyn.models.committee_integrals.CommitteeIntegrals`; ``tol`` defaults to
-        :data:`~popdyn.models.committee_integrals.FALLBACK_TOL`).
+        :data:`~popdyn.models.committee_integrals.FALLBACK_TOL`); ``integrals`` (``"auto"``:
+        the contracted closed forms of erf and ReLU, whose cost grows with the number of
+        integrals :math:`K^2 (K + M)^2` only; ``"tuples"`` and ``"quadrature"``: the per-tuple
+        routes, kept for comparison).
         """
-        from ..errors import NumericalError
-
         try:
-            parts = self.rhs_terms(state, batch=batch, tol=tol, recheck=recheck, max_nodes=max_nodes)
-        except NumericalError as exc:
-            if exc.time is not None:
+            parts = self.rhs_terms(state, batch=batch, tol=tol, recheck=recheck, max_nodes=max_nodes,
+                                   integrals=integrals)
+        except Exception as exc:
+            from ..errors import NumericalError
+
+            if not isinstance(exc, NumericalError) or exc.time is not None:
                 raise
             raise NumericalError(str(exc), time=float(t)) from exc
         return {"Q": parts["dQ_drift"] + parts["dQ_noise"], "M": parts["dM"], "a": parts["da"]}
 
-    def rhs_terms(self, state, *, batch=1, tol=None, recheck=10, max_nodes=None) -> dict:
+    def rhs_terms(self, state, *, batch=1, tol=None, recheck=10, max_nodes=None, integrals="auto") -> dict:
         r"""The ODE right-hand side split into its terms (see :meth:`ode_rhs`).
 
         Returns ``{"dQ_drift", "dQ_noise", "dM", "da"}``: ``dQ_drift`` is the
@@ -366,32 +404,38 @@ class CommitteeProblem:
         (including the label-noise :math:`\texttt{noise}\,J_2`).  ``state`` is
         ``{"Q", "M", "a"}`` (``a`` optional, default ``problem.a0``).
         """
-        from .committee_integrals import FALLBACK_TOL
-
-        if not isinstance(state, dict) or not {"Q", "M"} <= set(state):
+        if not isinstance(state, dict) or "Q" not in state or "M" not in state:
             raise TypeError("`state` must be a dict with 'Q', 'M' (and optionally 'a').")
+        if tol is None:
+            from .committee_integrals import FALLBACK_TOL as tol
         K = self.K
         Q = np.asarray(state["Q"], dtype=float)
         M = np.asarray(state["M"], dtype=float)
-        a = np.asarray(self.a0 if state.get("a") is None else state["a"], dtype=float)
-        Q = 0.5 * (Q + Q.T)
-        C = joint_covariance(Q, M, self.G)
+        if Q.shape != (K, K) or M.shape != (K, self.M):
+            raise ValueError(f"`state` must hold Q of shape ({K}, {K}) and M of shape ({K}, {self.M}); got "
+                             f"{Q.shape}, {M.shape}.")
+        a = self.a0 if state.get("a") is None else np.asarray(state["a"], dtype=float)
+        C = np.empty((K + self.M, K + self.M))  # the joint covariance [[Q, M], [M^T, G]]
+        C[:K, :K] = Q
+        C[:K, :K] += Q.T
+        C[:K, :K] *= 0.5
+        C[:K, K:] = M
+        C[K:, :K] = M.T
+        C[K:, K:] = self.G
         beta = np.concatenate([a, -self.a_star])
-        ints = _integrals(self, FALLBACK_TOL if tol is None else tol, recheck, max_nodes).compute(
-            C, i4=True, j2=self.noise > 0)
-        D3 = ints["I3"] @ beta  # (K, P): E[sigma'(lambda_i) x_b (f - y*)]
-        dM = -self.delta * a[:, None] * D3[:, K:]
-        T = a[:, None] * D3[:, :K]
-        D4 = np.einsum("ikce,c,e->ik", ints["I4"], beta, beta)
+        ints = _integrals(self, tol, recheck, max_nodes, integrals).contractions(
+            C, beta, j2=self.noise > 0, i2=self.train_second_layer)
+        D3 = ints["D3"]  # (K, P): E[sigma'(lambda_i) x_b (f - y*)]
+        D4 = ints["D4"]  # (K, K), symmetric: E[sigma'(lambda_i) sigma'(lambda_k) (f - y*)^2]
         if self.noise > 0:
             D4 = D4 + self.noise * ints["J2"]
+        aD = a[:, None] * D3
+        T = aD[:, :K]
+        # T + T^T and outer(a, a) * D4 are exactly symmetric in floating point
         drift = -self.delta * (T + T.T)
-        noise = (self.delta ** 2 / batch) * np.outer(a, a) * D4
-        if self.train_second_layer:
-            da = -self.delta_a * (ints["I2"][:K] @ beta)
-        else:
-            da = np.zeros(K)
-        return {"dQ_drift": 0.5 * (drift + drift.T), "dQ_noise": 0.5 * (noise + noise.T), "dM": dM, "da": da}
+        noise = (self.delta ** 2 / batch) * np.multiply.outer(a, a) * D4
+        da = -self.delta_a * (ints["I2"][:K] @ beta) if self.train_second_layer else np.zeros(K)
+        return {"dQ_drift": drift, "dQ_noise": noise, "dM": -self.delta * aD[:, K:], "da": da}
 
     # -- comparison hooks (popdyn.comparison.compare) ---------------------------------------
     def ode_sgd_options(self, *, eta, d, batch) -> dict:
@@ -628,22 +672,22 @@ def joint_covariance(Q, M, G) -> np.ndarray:
     return C
 
 
-def _integrals(problem, tol, recheck, max_nodes=None):
-    """Per-problem cache of :class:`CommitteeIntegrals` (the quadrature levels are state)."""
-    from .committee_integrals import CommitteeIntegrals
-
+def _integrals(problem, tol, recheck, max_nodes=None, integrals="auto"):
+    """Per-problem cache of :class:`CommitteeIntegrals` (the quadrature levels and the index
+    plans are state); a hit costs one dictionary lookup (it runs at every right-hand side)."""
     cache = problem.__dict__.get("_integrals_cache")
     if cache is None:
         cache = {}
         object.__setattr__(problem, "_integrals_cache", cache)
-    from .committee_integrals import MAX_NODES
+    key = (tol, recheck, max_nodes, integrals)
+    found = cache.get(key)
+    if found is None:
+        from .committee_integrals import MAX_NODES, CommitteeIntegrals
 
-    max_nodes = MAX_NODES if max_nodes is None else max_nodes
-    key = (float(tol), int(recheck), int(max_nodes))
-    if key not in cache:
-        cache[key] = CommitteeIntegrals(problem.student, problem.teacher, problem.K, problem.M,
-                                        tol=tol, recheck=recheck, max_nodes=max_nodes)
-    return cache[key]
+        found = CommitteeIntegrals(problem.student, problem.teacher, problem.K, problem.M, tol=tol, recheck=recheck,
+                                   max_nodes=MAX_NODES if max_nodes is None else max_nodes, integrals=integrals)
+        cache[key] = found
+    return found
 
 
 # ======================================================================================

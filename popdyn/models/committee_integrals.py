@@ -28,9 +28,12 @@ slot, and dispatch to the first route that applies:
     the formulas of Saad & Solla 1995 and Biehl & Schwarze 1995 (written out in
     theory/CONVENTIONS.md, "Saad–Solla committee machine"), exact.
 ``"relu"`` (closed form)
-    All activations ReLU, for ``I2`` (arc-cosine kernel with norms), ``J2`` and ``I3``
-    (derived below).  ``I4`` of ReLU has no elementary closed form (it contains a
-    four-dimensional orthant probability) and goes to the quadrature route.
+    All activations ReLU: ``I2`` (arc-cosine kernel with norms), ``J2`` and ``I3``
+    (elementary), and ``I4`` :math:`= E[x_c x_d 1\{x_a, x_b, x_c, x_d > 0\}]` through
+    Gaussian orthant probabilities of at most four fields (Plackett's one-dimensional
+    reduction, Tallis' truncated moments; :func:`popdyn.gaussian.relu_i4`), to ~1e-15, and
+    to the input's rounding floor near aligned fields; repeated and aligned fields reduced
+    exactly.
 ``"polynomial"`` (exact)
     All activations polynomials: tensor Gauss–Hermite with enough nodes to be exact for
     the total degree of the integrand, in the whitened coordinates below; the only error
@@ -41,15 +44,25 @@ slot, and dispatch to the first route that applies:
     two successive rules agree to ``tol`` (default :data:`FALLBACK_TOL`), or a
     :class:`~popdyn.errors.NumericalError` that states the error reached.
 
-ReLU closed forms and the quadrature route
-------------------------------------------
-The closed forms (registry :data:`popdyn.gaussian.CLOSED_FORMS`, including the Stein-lemma
-derivation of ReLU's ``I3``) and the quadrature fallback with its accuracy guarantees and
-limits of validity live in the foundation module :mod:`popdyn.gaussian`; the names below
-are re-exported from there.  Measured on a random K = M = 2 state (``tol = 1e-8``, all
-integrals of one ODE right-hand side): erf 0.2 ms (closed forms), all-ReLU ~30 ms (``I4``
-by quadrature), ReLU/erf ~0.1 s, polynomials ~4 ms; the tanh ``I4`` exceeds
-:data:`MAX_NODES` at the default ``tol``.
+One ODE right-hand side
+-----------------------
+:class:`CommitteeIntegrals` evaluates all integrals of a state.  With ``integrals="auto"``
+(the default) and student and teacher both erf or both ReLU it uses a contracted
+closed-form assembly: the right-hand side needs only :math:`D_3 = I_3\beta` and
+:math:`D_4 = \sum_{ce} I_4(\cdot, \cdot, c, e)\beta_c\beta_e`, which it builds from the
+joint covariance with matrix products, broadcasting and index plans made once per
+problem, so its cost is the number of integrals (:math:`K^2 (K + M)^2 / 4` four-field
+terms) and not Python-level work per tuple.  ``integrals="tuples"`` keeps the per-tuple
+routes above (the assembly before this one) and ``"quadrature"`` forces the quadrature
+route for every family, both for comparison.  Measured with
+``benchmarks/bench_committee_ode.py`` (2 shared cores, one right-hand side at a K = M = 2
+state): erf 0.05 ms, ReLU 0.08 ms (``"tuples"``: 0.06 and 0.9 ms; ``"quadrature"``: 15 and
+31 ms); erf at K = M = 8: ~0.1 ms, K = M = 32: ~7 ms.
+
+The closed forms (registry :data:`popdyn.gaussian.CLOSED_FORMS`, the Stein-lemma
+derivation of ReLU's ``I3``, the orthant machinery) and the quadrature fallback with its
+accuracy guarantees and limits of validity live in the foundation module
+:mod:`popdyn.gaussian`; the names below are re-exported from there.
 
 References
 ----------
@@ -57,6 +70,8 @@ D. Saad, S. A. Solla, "On-line learning in soft committee machines", PRE 52, 422
 M. Biehl, H. Schwarze, "Learning by on-line gradient descent", J. Phys. A 28, 643 (1995).
 S. Goldt, M. Advani, A. M. Saxe, F. Krzakala, L. Zdeborová, NeurIPS 2019 (arXiv 1906.08632).
 Y. Cho, L. K. Saul, "Kernel methods for deep learning", NIPS 2009 (arc-cosine kernel).
+R. L. Plackett, Biometrika 41, 351 (1954); D. R. Childs, Biometrika 54, 293 (1967); G. M.
+Tallis, J. R. Stat. Soc. B 23, 223 (1961) (orthant probabilities and truncated moments).
 
 Examples
 --------
@@ -75,10 +90,12 @@ import numpy as np
 from .._validation import check_int, check_real
 from ..activations import get_activation
 from ..gaussian import (  # noqa: F401  (re-exported: public names of this module)
+    ALIGN_TOL,
     FALLBACK_TOL,
     MAX_NODES,
     RULE_NODES,
     Factor,
+    OrthantPlan,
     _as_cov,
     _fine_only,
     closed_form,
@@ -87,8 +104,11 @@ from ..gaussian import (  # noqa: F401  (re-exported: public names of this modul
     erf_i4,
     erf_j2,
     gaussian_product_expectation,
+    is_builtin,
+    reduce_indicators,
     relu_i2,
     relu_i3,
+    relu_i4,
     relu_j2,
 )
 
@@ -105,6 +125,7 @@ __all__ = [
     "relu_i2",
     "relu_j2",
     "relu_i3",
+    "relu_i4",
     "Factor",
     "CommitteeIntegrals",
     "gaussian_product_expectation",
@@ -112,10 +133,16 @@ __all__ = [
     "RULE_NODES",
     "MAX_NODES",
     "ROUTES",
+    "ASSEMBLIES",
 ]
 
 #: Routes reported by :func:`route`.
 ROUTES = ("erf", "relu", "polynomial", "quadrature")
+#: How :class:`CommitteeIntegrals` assembles the integrals of one ODE right-hand side:
+#: ``"auto"`` (the contracted closed-form assembly where it exists, else ``"tuples"``),
+#: ``"tuples"`` (every index tuple through its family's route, then contracted) and
+#: ``"quadrature"`` (as ``"tuples"`` with the quadrature route for every family).
+ASSEMBLIES = ("auto", "tuples", "quadrature")
 
 
 def _acts(*specs) -> tuple:
@@ -132,7 +159,7 @@ def route(kind: str, *acts) -> str:
     Examples
     --------
     >>> route("i3", "relu", "relu"), route("i4", "relu", "relu", "relu", "relu")
-    ('relu', 'quadrature')
+    ('relu', 'relu')
     >>> route("i2", "relu", "erf"), route("i4", "he3", "he3", "he2", "identity")
     ('quadrature', 'polynomial')
     """
@@ -203,7 +230,7 @@ def i3(C, sigma_a, sigma_c, *, tol: float = FALLBACK_TOL,
 def i4(C, sigma_a, sigma_b, sigma_c, sigma_d, *, tol: float = FALLBACK_TOL,
        max_nodes: int = MAX_NODES):
     r""":math:`I_4 = E[\sigma_a'(x_0)\,\sigma_b'(x_1)\,\sigma_c(x_2)\,\sigma_d(x_3)]`, ``C`` of
-    shape ``(..., 4, 4)``.  ReLU has no closed form here: quadrature route."""
+    shape ``(..., 4, 4)`` (ReLU: orthant probabilities, :func:`popdyn.gaussian.relu_i4`)."""
     C = _as_cov(C, 4)
     _check_psd_soft(C)
     a, b, c, d = _acts(sigma_a, sigma_b, sigma_c, sigma_d)
@@ -215,8 +242,195 @@ def i4(C, sigma_a, sigma_b, sigma_c, sigma_d, *, tol: float = FALLBACK_TOL,
 # ======================================================================================
 # all integrals of the committee ODE at one state
 # ======================================================================================
+_2_PI = 2.0 / np.pi
+_TWO_PI = 2.0 * np.pi
+#: Array entries per block of the erf ``D4`` assembly (64k doubles = 512 KiB: a block's
+#: temporaries stay in cache; at K = M = 32 this is 31 student pairs per block, and
+#: K = M <= 8 is one block).
+BLOCK = 1 << 16
+
+
+class _ErfAssembly:
+    r"""Contracted closed forms of erf student and teacher (Saad & Solla 1995), vectorised.
+
+    With :math:`g_c = 1 + C_{cc}`:
+
+    * :math:`D_3(i, b) = \sum_c \beta_c I_3(i, b, c) = \sum_c w_{ic} C_{bc} - \frac{C_{ib}}{g_i}
+      \sum_c w_{ic} C_{ic}`, :math:`w_{ic} = \frac{2}{\pi}\beta_c \Lambda_3(i, c)^{-1/2}`
+      (two matrix products);
+    * :math:`D_4(i, k) = \sum_{ce}\beta_c\beta_e I_4(i, k, c, e) = \frac{4}{\pi^2}
+      \Lambda_4^{-1/2}\sum_{ce}\beta_c\beta_e \arcsin\frac{B_{ce}}{\sqrt{(1 + B_{cc})
+      (1 + B_{ee})}}` with :math:`B = C - U^\top S^{-1} U`, :math:`U = C_{\{i,k\},\cdot}`,
+      :math:`S = \begin{pmatrix} g_i & C_{ik}\\ C_{ik} & g_k\end{pmatrix}`: Saad–Solla's
+      :math:`\Lambda_0/\sqrt{\Lambda_1\Lambda_2}` is the correlation of :math:`B` (the
+      covariance given the pair, plus the unit variance of erf's Gaussian smoothing), so one
+      conditional covariance per student pair :math:`i \le k` serves all :math:`c \le e`; the
+      pairs are processed in blocks of :data:`BLOCK` entries (memory stays in cache at
+      ``K = M = 32``).
+    """
+
+    def __init__(self, K: int, M: int):
+        P = K + M
+        self.K, self.P = K, P
+        self.ii, self.kk = np.triu_indices(K)
+        self.iu, self.ju = np.triu_indices(P)  # (c, e) with c <= e
+        self.mult = np.where(self.iu == self.ju, 1.0, 2.0)  # (c, e) and (e, c)
+        sym = np.zeros((K, K), dtype=np.int64)
+        sym[self.ii, self.kk] = sym[self.kk, self.ii] = np.arange(self.ii.size)
+        self.sym = sym.ravel()  # D4 (K, K) from the values of the student pairs i <= k
+        self.block = max(1, BLOCK // self.iu.size)
+
+    def __call__(self, C, beta, j2: bool, i2: bool = True) -> dict:
+        K = self.K
+        ii, kk, iu, ju = self.ii, self.kk, self.iu, self.ju
+        g = 1.0 + np.diagonal(C)
+        CK = C[:K]
+        gK = g[:K]
+        w = beta * (_2_PI / np.sqrt(np.multiply.outer(gK, g) - CK * CK))
+        D3 = w @ C - CK * ((w * CK).sum(axis=1) / gK)[:, None]
+        u0, u1 = CK[ii], CK[kk]
+        a0, a1, cik = gK[ii], gK[kk], C[ii, kk]
+        lam4 = a0 * a1 - cik * cik
+        v0 = (a1[:, None] * u0 - cik[:, None] * u1) / lam4[:, None]
+        v1 = (a0[:, None] * u1 - cik[:, None] * u0) / lam4[:, None]
+        sb = np.sqrt(g - u0 * v0 - u1 * v1)  # sqrt(1 + B_cc) per pair
+        cw = self.mult * beta[iu] * beta[ju]
+        ct = C[iu, ju]
+        d4 = np.empty(ii.size)
+        for s in range(0, ii.size, self.block):
+            sl = slice(s, s + self.block)
+            B = ct - u0[sl][:, iu] * v0[sl][:, ju]
+            B -= u1[sl][:, iu] * v1[sl][:, ju]
+            B /= sb[sl][:, iu] * sb[sl][:, ju]
+            d4[sl] = np.einsum("pt,t->p", np.arcsin(B, out=B), cw)
+        d4 *= (4.0 / np.pi ** 2) / np.sqrt(lam4)
+        out = {"D3": D3, "D4": d4[self.sym].reshape(K, K)}
+        if i2:
+            sg = np.sqrt(g)
+            out["I2"] = _2_PI * np.arcsin(C / np.multiply.outer(sg, sg))
+        if j2:
+            out["J2"] = _2_PI / np.sqrt(np.multiply.outer(gK, gK) - C[:K, :K] ** 2)
+        return out
+
+
+class _ReluAssembly:
+    r"""Contracted closed forms of ReLU student and teacher, vectorised.
+
+    With :math:`P_2(c, e) = \tfrac14 + \arcsin(\rho_{ce})/(2\pi)` and :math:`\Delta_{ce} =
+    C_{cc}C_{ee} - C_{ce}^2`:
+
+    * :math:`I_2 = (\sqrt{\Delta} + C\,(\pi/2 + \arcsin\rho))/(2\pi)`, :math:`J_2 = P_2` (student
+      block);
+    * :math:`D_3(i, b) = \frac{C_{ib}}{2\pi C_{ii}}\sum_c\beta_c\sqrt{\Delta_{ic}} + \sum_c C_{bc}
+      P_2(i, c)\beta_c` (:func:`~popdyn.gaussian.relu_i3` summed: two matrix products);
+    * :math:`D_4(i, k) = \sum_{c \le e} m_{ce}\beta_c\beta_e E[x_c x_e 1\{x_i, x_k, x_c, x_e > 0\}]`
+      over all index tuples by one :class:`~popdyn.gaussian.OrthantPlan` built once (repeated
+      fields merged by index), then summed per student pair.
+
+    A state with aligned fields (a student exactly on a teacher, ``|rho| = 1`` up to
+    :data:`~popdyn.gaussian.ALIGN_TOL`) or a zero-variance field takes a plan with those
+    fields merged per tuple (:func:`~popdyn.gaussian.reduce_indicators`), cached per
+    alignment pattern, and the covariance closed forms for ``I2``, ``J2``, ``I3``.
+    """
+
+    def __init__(self, K: int, M: int):
+        P = K + M
+        self.K, self.P = K, P
+        ii, kk = np.triu_indices(K)
+        iu, ju = np.triu_indices(P)
+        self.iu, self.ju = iu, ju
+        self.mult = np.where(iu == ju, 1.0, 2.0)  # (c, e) and (e, c)
+        pair = np.repeat(np.arange(ii.size), iu.size)
+        ce = np.tile(np.arange(iu.size), ii.size)
+        self.tuples = np.stack([ii[pair], kk[pair], iu[ce], ju[ce]], axis=1)  # (T, 4), student pair major
+        self.pair, self.ii, self.kk = pair, ii, kk
+        sym = np.zeros((K, K), dtype=np.int64)
+        sym[ii, kk] = sym[kk, ii] = np.arange(ii.size)
+        self.sym = sym.ravel()  # D4 (K, K) from the values of the student pairs i <= k
+        self._plans: dict = {}
+        self.plan = self._plan_for(None, None)[0]
+
+    def _plan_for(self, key, C):
+        """Plan and kept tuples for an alignment pattern (``None``: none; repeats by index only)."""
+        if key in self._plans:
+            return self._plans[key]
+        items, keep = [], []
+        for t, (i, k, c, e) in enumerate(self.tuples):
+            S = tuple(dict.fromkeys((i, k, c, e))) if C is None else reduce_indicators((i, k, c, e), C)
+            if S is not None:
+                items.append((0, S, c, e))
+                keep.append(t)
+        plan = (OrthantPlan(self.P * self.P, self.P, items), np.asarray(keep, dtype=np.int64))
+        self._plans[key] = plan
+        return plan
+
+    def __call__(self, C, beta, j2: bool, i2: bool = True) -> dict:
+        K, P = self.K, self.P
+        d = np.diagonal(C)
+        dd = np.multiply.outer(d, d)
+        delta = dd - C * C
+        # beyond the diagonal: an aligned pair, or the whole row of a zero-variance field
+        if np.count_nonzero(delta <= ALIGN_TOL * dd) > P:
+            out, key = self._degenerate(C, beta, delta, dd)
+            plan, keep = self._plan_for(key, C)
+            tk = self.tuples[keep]
+            wts = np.where(tk[:, 2] == tk[:, 3], 1.0, 2.0) * beta[tk[:, 2]] * beta[tk[:, 3]]
+            d4 = np.bincount(self.pair[keep], weights=wts * plan(C.reshape(-1)), minlength=self.ii.size)
+        else:
+            sd = np.sqrt(d)
+            rho = C / np.multiply.outer(sd, sd)  # |rho| < 1 off the diagonal (no aligned pair)
+            rho.flat[::P + 1] = 1.0  # exactly: rounding would cost ~1e-8 in arcsin near |rho| = 1
+            asn = np.arcsin(rho)
+            sq = np.sqrt(delta)
+            p2 = 0.25 + asn[:K] / _TWO_PI
+            out = {"D3": C[:K] * ((sq[:K] @ beta) / (_TWO_PI * d[:K]))[:, None] + (p2 * beta) @ C, "J2": p2[:, :K]}
+            if i2:
+                out["I2"] = (sq + C * (0.5 * np.pi + asn)) / _TWO_PI
+            vals = self.plan(C.reshape(-1)).reshape(self.ii.size, self.iu.size)
+            d4 = vals @ (self.mult * beta[self.iu] * beta[self.ju])
+        out["D4"] = d4[self.sym].reshape(K, K)
+        if not j2:
+            del out["J2"]
+        if not i2:
+            out.pop("I2", None)
+        return out
+
+    def _degenerate(self, C, beta, delta, dd):
+        """``I2``, ``D3``, ``J2`` by the covariance closed forms (zero variances allowed) and the
+        alignment pattern (zero-variance fields, aligned pairs with their sign)."""
+        K, P = self.K, self.P
+        pc = _pair_cov(C)
+        idx = np.arange(P)
+        trip = np.stack(np.broadcast_arrays(np.arange(K)[:, None, None], idx[None, :, None], idx[None, None, :]), -1)
+        I3 = relu_i3(C[trip[..., :, None], trip[..., None, :]])
+        out = {"I2": relu_i2(pc), "D3": I3 @ beta, "J2": relu_j2(pc[:K, :K])}
+        aligned = np.argwhere(np.triu(delta <= ALIGN_TOL * dd, 1))
+        key = (tuple(int(f) for f in np.flatnonzero(~(np.diagonal(C) > 0))),
+               tuple((int(a), int(b), bool(C[a, b] > 0)) for a, b in aligned))
+        return out, key
+
+
+def _pair_cov(A) -> np.ndarray:
+    """``(n, n, 2, 2)`` covariances of all pairs of fields of ``A`` (n, n)."""
+    dg = np.diagonal(A)
+    out = np.empty(A.shape + (2, 2))
+    out[..., 0, 0] = dg[:, None]
+    out[..., 1, 1] = dg[None, :]
+    out[..., 0, 1] = A
+    out[..., 1, 0] = A
+    return out
+
+
+def _assembly_for(student, teacher, K: int, M: int):
+    """The contracted closed-form assembly of these activations, or ``None``."""
+    for name, cls in (("erf", _ErfAssembly), ("relu", _ReluAssembly)):
+        if is_builtin(student, name) and is_builtin(teacher, name):
+            return cls(K, M)
+    return None
+
+
 class CommitteeIntegrals:
-    r"""Every Gaussian integral the committee ODE needs at a state, vectorised over index tuples.
+    r"""Every Gaussian integral the committee ODE needs at a state.
 
     Fields are numbered ``0..K-1`` (student, activation :math:`\sigma`) and
     ``K..K+M-1`` (teacher, :math:`\sigma^*`).  :meth:`compute` takes the joint covariance
@@ -228,12 +442,19 @@ class CommitteeIntegrals:
       s_c(x_c) s_e(x_e)]` (when asked);
     * ``"J2"`` (K, K): :math:`E[\sigma'(\lambda_i)\sigma'(\lambda_k)]` (when asked).
 
-    Index tuples are grouped by their activations (one group when student and teacher
-    share the activation) and each group is evaluated in one batched call of its route
-    (:func:`route`); symmetric tuples (:math:`I_2(c,e) = I_2(e,c)`, :math:`I_4` in
-    ``(i,k)`` and in ``(c,e)``) are computed once.  The teacher-teacher block of ``I2``
-    depends only on ``G`` and is cached.  For the quadrature route the rule level that
-    met ``tol`` is remembered per group, so an ODE pays the refinement once.
+    :meth:`contractions` returns what the right-hand side uses, ``I2``, :math:`D_3 = I_3
+    \beta` (K, P), :math:`D_4 = \sum_{ce} I_4(\cdot, \cdot, c, e)\beta_c\beta_e` (K, K) and
+    ``J2``.  With ``integrals="auto"`` and student and teacher both erf or both ReLU it
+    evaluates them by a contracted closed-form assembly whose cost is set by the number of
+    integrals, with no per-call index gathers beyond precomputed plans (see
+    :class:`_ErfAssembly`, :class:`_ReluAssembly`).  Otherwise (``"tuples"``, or other
+    activations) index tuples are grouped by their activations (one group when student and
+    teacher share the activation) and each group is evaluated in one batched call of its
+    route (:func:`route`; ``"quadrature"`` forces the quadrature route for every family);
+    symmetric tuples (:math:`I_2(c,e) = I_2(e,c)`, :math:`I_4` in ``(i,k)`` and in
+    ``(c,e)``) are computed once.  The teacher-teacher block of ``I2`` depends only on ``G``
+    and is cached.  For the quadrature route the rule level that met ``tol`` is remembered
+    per group, so an ODE pays the refinement once.
 
     Parameters
     ----------
@@ -248,10 +469,15 @@ class CommitteeIntegrals:
         ``1`` checks every call.
     max_nodes : int
         Grid budget per integral of the quadrature route (:data:`MAX_NODES`).
+    integrals : {"auto", "tuples", "quadrature"}
+        The assembly (:data:`ASSEMBLIES`); ``"tuples"`` and ``"quadrature"`` keep the
+        per-tuple routes callable for comparison.
     """
 
     def __init__(self, student, teacher, K: int, M: int, *, tol: float = FALLBACK_TOL, recheck: int = 10,
-                 max_nodes: int = MAX_NODES):
+                 max_nodes: int = MAX_NODES, integrals: str = "auto"):
+        from .._validation import check_choice
+
         self.student = get_activation(student)
         self.teacher = get_activation(teacher)
         self.K = check_int("K", K, minimum=1)
@@ -259,9 +485,11 @@ class CommitteeIntegrals:
         self.tol = check_real("tol", tol, lower=0.0, lower_open=True)
         self.recheck = check_int("recheck", recheck, minimum=1)
         self.max_nodes = check_int("max_nodes", max_nodes, minimum=1)
+        self.integrals = check_choice("integrals", integrals, ASSEMBLIES)
         self._calls: dict = {}
         self.P = self.K + self.M
         K, P = self.K, self.P
+        self._fast = _assembly_for(self.student, self.teacher, K, self.M) if self.integrals == "auto" else None
         self._acts = [self.student] * K + [self.teacher] * self.M
         same = self._key(self.student) == self._key(self.teacher)
         self._kind = np.array([0] * K + [0 if same else 1] * self.M)
@@ -277,8 +505,13 @@ class CommitteeIntegrals:
         self._triples = self._group(np.stack([i.ravel(), b.ravel(), cc.ravel()], 1), (2,))
         ii, kk = np.triu_indices(K)
         self._spairs = [(("j2",), np.stack([ii, kk], 1))]
-        q = np.array([(a, b_, c_, e_) for a, b_ in zip(ii, kk) for c_, e_ in zip(c, e)], dtype=int)
+        q = np.stack([np.repeat(ii, c.size), np.repeat(kk, c.size), np.tile(c, ii.size), np.tile(e, ii.size)], 1)
         self._quads = self._group(q, (2, 3))
+        # flat indices of each group's sub-covariances into C.ravel(): one gather per group and call
+        self._flat = {}
+        for groups in (self._pairs, self._pairs_tt, self._pairs_other, self._triples, self._spairs, self._quads):
+            for _, idx in groups:
+                self._flat[id(idx)] = idx[:, :, None] * P + idx[:, None, :]
 
     @staticmethod
     def _key(act):
@@ -300,23 +533,27 @@ class CommitteeIntegrals:
         """Route used for each integral family and activation group (for ``meta``)."""
         s = self.student
         out = {}
-        for name, groups, slots in (("I2", self._pairs, None), ("I3", self._triples, None),
-                                    ("I4", self._quads, None)):
+        for name, groups in (("I2", self._pairs), ("I3", self._triples), ("I4", self._quads)):
             for key, _ in groups:
                 acts = [self._act_of_kind(k) for k in key]
-                if name == "I2":
+                if self.integrals == "quadrature":
+                    r = "quadrature"
+                elif name == "I2":
                     r = route("i2", *acts)
                 elif name == "I3":
                     r = route("i3", s, *acts)
                 else:
                     r = route("i4", s, s, *acts)
                 out[f"{name}[{','.join(a.name for a in acts)}]"] = r
-        out["J2"] = route("j2", s, s)
+        out["J2"] = "quadrature" if self.integrals == "quadrature" else route("j2", s, s)
+        out["assembly"] = "contracted closed forms" if self._fast is not None else "tuples"
         return out
 
     def _eval(self, family, key, C, idx):
-        """Batched values of one group (sub-covariances gathered from ``C``)."""
-        return self._eval_sub(family, key, C[idx[:, :, None], idx[:, None, :]])
+        """Batched values of one group (sub-covariances gathered from ``C`` by a precomputed plan)."""
+        flat = self._flat.get(id(idx))
+        sub = C.reshape(-1)[flat] if flat is not None else C[idx[:, :, None], idx[:, None, :]]
+        return self._eval_sub(family, key, sub)
 
     def _plan(self, family, key):
         """``(route, closed-form function or None, factors)`` of a group (cached)."""
@@ -335,8 +572,9 @@ class CommitteeIntegrals:
             facs = [Factor.derivative(s), Factor.derivative(s)] + [Factor.value(a) for a in acts]
         else:
             kind, slots, facs = "j2", [s, s], [Factor.derivative(s)] * 2
-        found = closed_form(kind, *slots)
-        plan = (route(kind, *slots), None if found is None else found[1], facs)
+        found = None if self.integrals == "quadrature" else closed_form(kind, *slots)
+        name = "quadrature" if self.integrals == "quadrature" else route(kind, *slots)
+        plan = (name, None if found is None else found[1], facs)
         self._plans[(family, key)] = plan
         return plan
 
@@ -367,8 +605,28 @@ class CommitteeIntegrals:
             out[..., idx[:, 1], idx[:, 0]] = val
         return out
 
+    def contractions(self, C, beta, *, j2: bool = False, i2: bool = True) -> dict:
+        r"""What the ODE right-hand side uses at the joint covariance ``C`` (P x P).
+
+        Returns ``{"D3": (K, P), "D4": (K, K)[, "I2": (P, P)][, "J2": (K, K)]}`` with
+        :math:`D_3(i, b) = \sum_c I_3(i, b, c)\beta_c` and :math:`D_4(i, k) = \sum_{ce}
+        I_4(i, k, c, e)\beta_c\beta_e` (``beta`` of shape (P,)); ``I2`` when ``i2``, ``J2``
+        when ``j2``.
+        """
+        C = np.asarray(C, dtype=float)
+        beta = np.asarray(beta, dtype=float)
+        if self._fast is not None:
+            # exactly symmetric (a no-op for symmetric C): the assemblies read either triangle
+            return self._fast(0.5 * (C + C.T), beta, j2, i2)
+        ints = self.compute(C, i4=True, j2=j2)
+        D4 = np.einsum("ikce,c,e->ik", ints["I4"], beta, beta)
+        out = {"I2": ints["I2"], "D3": ints["I3"] @ beta, "D4": 0.5 * (D4 + D4.T)}  # exactly symmetric
+        if j2:
+            out["J2"] = ints["J2"]
+        return out
+
     def compute(self, C, *, i4: bool = True, j2: bool = False) -> dict:
-        """Integrals at the joint covariance ``C`` (P x P); see the class docstring."""
+        """Integrals at the joint covariance ``C`` (P x P), tuple by tuple; see the class docstring."""
         K, P = self.K, self.P
         C = np.asarray(C, dtype=float)
         out = {}
