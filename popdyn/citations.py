@@ -82,21 +82,22 @@ BIBTEX = {
 }""",
 }
 
-#: Which papers stand behind each CLI command.
+#: Papers behind the CLI commands that are not model verbs (the model verbs and ``verify`` cite
+#: the papers their registries name: ``popdyn.cli._command_papers``).
 COMMAND_PAPERS = {
     "hermite": ["2403.05529"],
     "activations": [],
-    "loss": ["2411.08798"],
-    "threshold": ["2411.08798"],
-    "fixed-points": ["2411.08798"],
-    "predict": ["2411.08798", "2003.10409", "2309.03843", "2406.01581"],
-    "simulate": ["2411.08798", "2003.10409", "2309.03843", "2406.01581"],
-    "compare": ["2411.08798", "2003.10409", "2309.03843", "2406.01581"],
-    "verify": ["2411.08798", "2003.10409", "2309.03843", "2406.01581"],
 }
+
+
+def _entry(key: str) -> str:
+    """The BibTeX entry of ``key``; an arXiv id without a checked entry gets a minimal one."""
+    if key in BIBTEX:
+        return BIBTEX[key]
+    return f"@misc{{arxiv{key.replace('.', '')},\n  eprint        = {{{key}}},\n  archivePrefix = {{arXiv}}\n}}"
 
 
 def bibtex(keys=None) -> str:
     """BibTeX for popdyn plus ``keys`` (all entries when ``keys`` is None)."""
-    keys = list(BIBTEX) if keys is None else ["popdyn"] + [k for k in keys if k != "popdyn"]
-    return "\n\n".join(BIBTEX[k] for k in keys) + "\n"
+    keys = list(BIBTEX) if keys is None else ["popdyn"] + [k for k in dict.fromkeys(keys) if k != "popdyn"]
+    return "\n\n".join(_entry(k) for k in keys) + "\n"

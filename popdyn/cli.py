@@ -384,10 +384,38 @@ class _CiteAction(argparse.Action):
         self.command = command
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from .citations import COMMAND_PAPERS, bibtex
+        from .citations import bibtex
 
-        sys.stdout.write(bibtex(COMMAND_PAPERS.get(self.command, [])))
+        sys.stdout.write(bibtex(_command_papers(self.command)))
         parser.exit(EXIT_OK)
+
+
+def _command_papers(command: str | None) -> list | None:
+    """arXiv ids behind a command for ``--cite`` (all entries when ``command`` is None).
+
+    The model verbs cite the papers of every registered model that has the verb, ``verify`` the
+    papers with claims (both from the registries, so a plugged-in model or paper is cited with no
+    edit here); the other commands have fixed papers (:data:`popdyn.citations.COMMAND_PAPERS`).
+    """
+    if command is None:
+        return None
+    if command in ("predict", "simulate", "compare"):
+        from .model import models
+
+        ids = [pid for m in models().values() if command != "compare" or m.compare for pid in m.papers]
+        return list(dict.fromkeys(ids))
+    if command == "verify":
+        from .verification import list_papers
+
+        return list(list_papers())
+    from .citations import COMMAND_PAPERS
+    from .model import models
+
+    for m in models().values():
+        for c in m.commands:
+            if c.name == command:
+                return list(dict.fromkeys([*c.papers, *COMMAND_PAPERS.get(command, [])]))
+    return COMMAND_PAPERS.get(command, [])
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -487,8 +515,8 @@ def _add_model_verb(sub, verb: str, helptext: str, model) -> None:
         dest = flag[2:].replace("-", "_")
         if dest in uses:
             g.add_argument(flag, **kwargs)
-        else:
-            p.set_defaults(**{dest: kwargs.get("default")})
+        else:  # not read by this model: no default output file is written on its behalf
+            p.set_defaults(**{dest: None if dest == "plot" else kwargs.get("default")})
 
     add("--seed", type=_nonneg_int, default=0, help="random seed (default 0)")
     add("--d", type=_pos_int, default=None, help="dimension (default 500; a model may take it from its own input "
@@ -523,7 +551,8 @@ def _add_model_verb(sub, verb: str, helptext: str, model) -> None:
                             "about a day at the fastest measured rate)")
         add("--engine", choices=["full", "exact"], default="full",
                        help="full: materialise x in d dimensions; exact: draw only its projections from their "
-                            "exact joint law (cost independent of d; for the models that have one)")
+                            "exact joint law (cost independent of d; for the models that have one). Default full, "
+                            "unless the model's compare picks exact where it applies (its --help says)")
         if verb == "simulate":
             add("--out", default=None, help="save the trajectory (.npz)")
             add("--checkpoint", default=None,
@@ -868,9 +897,9 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     args = parser.parse_args(argv)
     if args.cite:
-        from .citations import COMMAND_PAPERS, bibtex
+        from .citations import bibtex
 
-        sys.stdout.write(bibtex(COMMAND_PAPERS.get(args.command) if args.command else None))
+        sys.stdout.write(bibtex(_command_papers(args.command)))
         return EXIT_OK
     if not args.command:
         parser.print_help(sys.stderr)

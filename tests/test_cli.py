@@ -112,10 +112,11 @@ def test_cite_all():
 
 
 MODEL_PAPERS = ["2411.08798", "2003.10409", "2309.03843", "2406.01581"]
+CLAIM_PAPERS = MODEL_PAPERS + ["2406.11828", "2311.13774"]
 
 
-@pytest.mark.parametrize("command, eprints", [("compare", MODEL_PAPERS), ("verify", MODEL_PAPERS),
-                                              ("activations", [])])
+@pytest.mark.parametrize("command, eprints", [("compare", MODEL_PAPERS + ["2406.11828"]), ("verify", CLAIM_PAPERS),
+                                              ("predict", CLAIM_PAPERS), ("activations", [])])
 def test_cite_before_command(command, eprints):
     bib = ok_text("--cite", command)
     assert _entries(bib)[0] == "popdyn" and len(_entries(bib)) == 1 + len(eprints)
