@@ -68,6 +68,9 @@ _EXPORTS_BY_MODULE: dict[str, list[str]] = {
         "CommitteeProblem", "eps_g", "add_eps_g", "simulate_committee", "classic_problem",
         "classic_initial_state",
     ],
+    "models.additive": ["AdditiveProblem", "task_directions", "coverage_law", "width_for_coverage", "localisation_report"],
+    "models.additive_sim": ["phase_one", "phase_two", "samples_to_localise"],
+    "models.additive_sq": ["superorthogonality_order", "find_superorthogonal", "csq_lower_bound"],
     "models.hierarchical": ["HierarchicalProblem", "stage1_law", "poly_dimension"],
     "models.hierarchical_sim": [
         "train_layerwise", "layerwise_curve", "kernel_curve", "train_end_to_end", "sample_exponents",

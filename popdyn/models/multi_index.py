@@ -45,6 +45,18 @@ Symbolic form, ODE protocol, online-SGD correction
   normalisation term :math:`-\eta(d-1)C(u)u/(2B)` (derivation in
   :func:`popdyn.ode.integrate`).
 
+Shared with other models (many index vectors, per-neuron students)
+-------------------------------------------------------------------
+* :func:`sphere_velocity` is the per-neuron overlap ODE
+  :math:`\dot u = s\,[G g(u) - (u^\top g(u))\,u]` for *any* per-coordinate derivative
+  :math:`g_j` (one link per index vector, possibly one student per neuron) and a signal
+  scale ``s``; :meth:`MultiIndexProblem.velocity` is the case ``s = 1``.  The additive model
+  of arXiv 2406.11828 (:mod:`popdyn.models.additive`) uses it with :math:`s = M^{-1/2}`.
+* :func:`wick_noise_moment` is the exact polynomial :math:`C(u)` written with Hadamard
+  powers of ``G``: cost :math:`O(N k^2)` per term and no :math:`O(k^2)` set-up loop, so it
+  serves thousands of index vectors; it also takes one student per neuron.
+  ``noise_moment(method="gram")`` uses it (the ``"auto"`` choice for ``k > WICK_GRAM_K``).
+
 References
 ----------
 B. Şimşek, A. Bendjeddou, D. Hsu, "Learning Gaussian Multi-Index Models with Gradient
@@ -74,6 +86,9 @@ __all__ = [
     "velocity_exprs",
     "loss_report",
     "SPHERE_TOL",
+    "sphere_velocity",
+    "wick_noise_moment",
+    "WICK_GRAM_K",
 ]
 
 #: Eigenvalues of ``G`` above ``-PSD_TOL`` count as non-negative (rounding of a Gram
@@ -104,6 +119,11 @@ _TRAPEZOID_HALF_WIDTH = 10.0
 #: Largest polynomial degree for the exact (Wick) polynomial form of the noise moment;
 #: beyond it the set-up (k^2 degree^3 terms) and the factorial ratios grow large.
 MAX_WICK_DEGREE = 40
+#: Above this many index vectors ``noise_moment(method="auto")`` uses the Hadamard-power
+#: form (:func:`wick_noise_moment`) for polynomials: the ``"polynomial"`` form builds a
+#: ``(k(p+1))^2`` matrix in a Python loop over the ``k^2`` pairs (~0.1 s at k = 32, minutes
+#: and hundreds of MB at k = 1000), while the Hadamard form has no set-up at all.
+WICK_GRAM_K = 32
 #: Chunk size (number of quadrature evaluations) that bounds the memory of one
 #: vectorised block of :meth:`MultiIndexProblem.noise_moment` (~32 MB of float64).
 _NOISE_CHUNK = 4_000_000
@@ -340,8 +360,7 @@ class MultiIndexProblem:
     def velocity(self, u) -> np.ndarray:
         r"""Spherical gradient-flow velocity :math:`\dot u = G g(u) - u (u^\top g(u))`, shape ``(..., k)``."""
         u = np.asarray(u, dtype=float)
-        gu = self.g(u)
-        return gu @ self.G - u * np.sum(u * gu, axis=-1, keepdims=True)
+        return sphere_velocity(u, self.g(u), self.G)
 
     # -- unit sphere in overlap space ---------------------------------------------------
     def _range_projector(self):
@@ -509,16 +528,17 @@ class MultiIndexProblem:
 
     def _noise_plan(self, nodes, method: str) -> tuple:
         """``(method, nodes)`` actually used by :meth:`noise_moment`."""
-        method = check_choice("method", method, ("auto", "quadrature", "polynomial"))
+        method = check_choice("method", method, ("auto", "quadrature", "polynomial", "gram"))
         acts = (self.student,) + self.teacher
         polynomial = all(a.is_polynomial for a in acts)
-        if method == "polynomial" and not polynomial:
-            raise ValueError("`method='polynomial'` needs polynomial activations; use 'quadrature'.")
+        if method in ("polynomial", "gram") and not polynomial:
+            raise ValueError(f"`method='{method}'` needs polynomial activations; use 'quadrature'.")
         if method == "auto":
             small = polynomial and max(a.degree for a in acts) <= MAX_WICK_DEGREE
-            method = "polynomial" if (small and nodes is None) else "quadrature"
-        if method == "polynomial":
-            return "polynomial", None
+            method = ("quadrature" if not (small and nodes is None)
+                      else "gram" if self.k > WICK_GRAM_K else "polynomial")
+        if method in ("polynomial", "gram"):
+            return method, None
         return "quadrature", self._noise_node_counts(nodes)
 
     def _student_piecewise_linear(self) -> bool:
@@ -637,6 +657,31 @@ class MultiIndexProblem:
             cache["noise_poly"] = P.transpose(0, 2, 1, 3).reshape(k * (p + 1), k * (p + 1))
         return cache["noise_poly"]
 
+    def _teacher_coefficient_table(self) -> np.ndarray:
+        r"""Cached ``(k, p+1)`` table :math:`a^*_j c_a(\sigma^*_j)` (polynomial teachers)."""
+        cache = self.__dict__.setdefault("_cache", {})
+        if "teacher_table" not in cache:
+            p = max(t.degree for t in self.teacher)
+            A = np.zeros((self.k, p + 1))
+            for t, idx in _group_by_identity(self.teacher):
+                A[idx, : t.degree + 1] = t.coefficients(t.degree)
+            cache["teacher_table"] = A * self.a_star[:, None]
+        return cache["teacher_table"]
+
+    def _student_square_coefficients(self) -> np.ndarray:
+        r"""Cached Hermite coefficients of :math:`\sigma'(z)^2` (polynomial student)."""
+        cache = self.__dict__.setdefault("_cache", {})
+        if "student_square" not in cache:
+            from ..hermite import HermiteSeries
+
+            s = self.student
+            if s.degree >= 1:
+                ds = HermiteSeries(s.coefficients(s.degree)).derivative()
+                cache["student_square"] = (ds * ds).coefficients
+            else:
+                cache["student_square"] = np.zeros(1)
+        return cache["student_square"]
+
     def noise_moment(self, u, *, nodes=None, method: str = "auto") -> np.ndarray:
         r"""Online-SGD noise moment :math:`C(u) = E[f^*(x)^2 \sigma'(w\cdot x)^2]`, shape ``(...)``.
 
@@ -649,12 +694,15 @@ class MultiIndexProblem:
             Quadrature nodes ``(outer, inner)`` per dimension, overriding the defaults
             below (the inner count is ignored where the inner integral is closed form).
             Implies ``method="quadrature"``.
-        method : {"auto", "quadrature", "polynomial"}
+        method : {"auto", "quadrature", "polynomial", "gram"}
             ``"polynomial"`` (the ``"auto"`` choice when every activation is a
-            polynomial of degree <= ``MAX_WICK_DEGREE``): the exact polynomial
-            :math:`C(u) = \sum_{j,l}\sum_{n,m} P_{jlnm} u_j^n u_l^m`, with ``P`` from
-            the Wick formula, precomputed once (cost per call ``N k^2 (p+1)^2``).
-            ``"quadrature"``: the rule below, for any activation.
+            polynomial of degree <= ``MAX_WICK_DEGREE`` and ``k <= WICK_GRAM_K``): the
+            exact polynomial :math:`C(u) = \sum_{j,l}\sum_{n,m} P_{jlnm} u_j^n u_l^m`,
+            with ``P`` from the Wick formula, precomputed once (cost per call
+            ``N k^2 (p+1)^2``).  ``"gram"`` (the ``"auto"`` choice for polynomials when
+            ``k > WICK_GRAM_K``): the same polynomial by Hadamard powers of ``G``
+            (:func:`wick_noise_moment`), no set-up.  ``"quadrature"``: the rule below,
+            for any activation.
 
         Notes
         -----
@@ -714,6 +762,8 @@ class MultiIndexProblem:
         if u.shape[-1:] != (self.k,):
             raise ValueError(f"`u` must have last axis k = {self.k}, got shape {u.shape}.")
         method, nodes = self._noise_plan(nodes, method)
+        if method == "gram":
+            return wick_noise_moment(u, self.G, self._teacher_coefficient_table(), self._student_square_coefficients())
         if method == "polynomial":
             M = self._noise_polynomial()  # quadratic form on the stacked powers u_j^n
             powers = np.empty(u.shape + (M.shape[0] // self.k,))
@@ -765,6 +815,177 @@ class MultiIndexProblem:
             "a_star": self.a_star.tolist(), "n_neurons": self.n_neurons, "degree": self.degree,
             "loss": "correlation", "truncation_bound": self.truncation_bound(),
         }
+
+
+# --------------------------------------------------------------------------------------
+# Pieces shared with other models: the overlap velocity and the Wick noise moment
+# --------------------------------------------------------------------------------------
+def _group_by_identity(acts) -> list:
+    """``[(activation, indices)]``: the positions of each distinct activation object."""
+    groups: dict = {}
+    for j, act in enumerate(acts):
+        groups.setdefault(id(act), (act, []))[1].append(j)
+    return [(act, np.array(idx)) for act, idx in groups.values()]
+
+
+def sphere_velocity(u, gu, G, *, scale: float = 1.0) -> np.ndarray:
+    r"""The per-neuron overlap ODE of spherical gradient flow on a correlation loss.
+
+    .. math::
+
+        \dot u = s\,\big[G\, g(u) - (u^\top g(u))\, u\big], \qquad
+        g_j(u) = \phi_j'(u_j),
+
+    for a neuron :math:`w` on the unit sphere with overlaps :math:`u = V w` and the
+    population correlation :math:`s\sum_j \phi_j(u_j)` (one kernel :math:`\phi_j` per index
+    vector, i.e. per link).  It is the projection of :math:`\dot w = s(I - ww^\top)V^\top g(Vw)`
+    onto the index vectors (theory/simsek2025/equations.md; with :math:`s = M^{-1/2}` the
+    additive model of arXiv 2406.11828, theory/oko2024/equations.md).
+
+    Parameters
+    ----------
+    u : array_like, shape (..., k)
+        Overlaps of each neuron.
+    gu : array_like, shape (..., k)
+        :math:`g_j(u)` evaluated per neuron and index vector (so per-neuron students are
+        allowed: the caller evaluates each neuron's own kernel).
+    G : array_like, shape (k, k)
+        Gram matrix of the index vectors.
+    scale : float
+        Signal scale ``s`` multiplying the whole velocity.
+
+    Returns
+    -------
+    ndarray, shape (..., k)
+
+    Notes
+    -----
+    Cost :math:`O(k^2)` per neuron (the product with ``G``).
+
+    Examples
+    --------
+    >>> u = np.array([0.6, 0.0]); float(sphere_velocity(u, 3 * u ** 2, np.eye(2), scale=0.5)[0])
+    0.3456
+    """
+    u = np.asarray(u, dtype=float)
+    gu = np.asarray(gu, dtype=float)
+    v = gu @ np.asarray(G, dtype=float) - u * np.sum(u * gu, axis=-1, keepdims=True)
+    if scale != 1.0:
+        v *= scale
+    return v
+
+
+#: Neurons per block of :func:`wick_noise_moment` times ``k`` (~32 MB of float64 per array).
+_WICK_CHUNK = 4_000_000
+
+
+def wick_noise_moment(u, G, teacher, square) -> np.ndarray:
+    r"""Exact online-SGD noise moment :math:`C(u) = E[f^*(x)^2 S(w\cdot x)]` for polynomials.
+
+    Here :math:`f^*(x) = \sum_j A_j(v_j\cdot x)` with :math:`A_j = \sum_a A_{ja} h_a` (the
+    teacher weights included) and :math:`S = \sum_c S_c h_c` the Hermite series of
+    :math:`\sigma'^2` (for online SGD; one series per neuron allowed).
+
+    Parameters
+    ----------
+    u : array_like, shape (..., k)
+        Overlaps :math:`u_j = v_j\cdot w` of unit ``w`` (not validated).
+    G : array_like, shape (k, k)
+        Gram matrix of the unit index vectors.
+    teacher : array_like, shape (k, P + 1)
+        :math:`A_{ja}`, lowest degree first.
+    square : array_like, shape (C + 1,) or u.shape[:-1] + (C + 1,)
+        :math:`S_c`, one series for every neuron or one per neuron.
+
+    Returns
+    -------
+    ndarray, shape u.shape[:-1]
+
+    Notes
+    -----
+    The diagram formula :math:`E[h_a(t_j)h_b(t_l)h_c(z)] = \sqrt{a!b!c!}\,
+    G_{jl}^r u_j^n u_l^m/(r!n!m!)`, :math:`a = r+n`, :math:`b = r+m`, :math:`c = n+m`
+    (valid for any unit-variance Gaussian triple, degenerate ones included), summed
+    over :math:`(j, l)` gives
+
+    .. math::
+
+        C(u) = \sum_{r,n,m} S_{n+m}\,\frac{\sqrt{(r+n)!(r+m)!(n+m)!}}{r!\,n!\,m!}\;
+        X^{(r+n,n)\top}\, G^{\circ r}\, X^{(r+m,m)},\qquad X^{(a,n)}_j = A_{ja} u_j^n,
+
+    with :math:`G^{\circ r}` the entrywise power (:math:`G^{\circ 0} = \mathbf 1\mathbf 1^\top`,
+    a rank-one product; :math:`G^{\circ r} = I` for :math:`r \ge 1` when ``G`` is diagonal).
+    Only the non-zero :math:`(A_{\cdot a}, A_{\cdot b}, S_c)` triples are visited.  Cost per
+    neuron :math:`O(k^2)` for each :math:`(r \ge 1, m)` pair (one matrix product) and
+    :math:`O(k)` for the others: the order of the drift :math:`G g(u)` itself, without the
+    :math:`O(k^2 P^3)` set-up of :meth:`MultiIndexProblem.noise_moment`'s ``"polynomial"``
+    method.  It agrees with that method and with an independent triple loop to 1e-12 in
+    the tests.
+
+    Examples
+    --------
+    >>> # he1 teacher and student (sigma' = 1): C = E[t^2] = 1
+    >>> float(wick_noise_moment([0.3], np.eye(1), [[0.0, 1.0]], [1.0]))
+    1.0
+    """
+    from math import lgamma
+
+    u = np.asarray(u, dtype=float)
+    G = np.asarray(G, dtype=float)
+    A = np.asarray(teacher, dtype=float)
+    S = np.asarray(square, dtype=float)
+    k = u.shape[-1]
+    if G.shape != (k, k) or A.ndim != 2 or A.shape[0] != k:
+        raise ValueError(f"`G` must be ({k}, {k}) and `teacher` ({k}, P+1) for u with last axis {k}; got "
+                         f"{G.shape} and {A.shape}.")
+    lead = u.shape[:-1]
+    per_neuron = S.ndim > 1
+    if per_neuron and S.shape[:-1] != lead:
+        raise ValueError(f"`square` must have shape (C+1,) or {lead} + (C+1,), got {S.shape}.")
+    U = u.reshape(-1, k)
+    Sf = S.reshape(-1, S.shape[-1]) if per_neuron else S
+    P, C = A.shape[1] - 1, S.shape[-1] - 1
+    nzA = np.any(A != 0.0, axis=0)
+    nzS = np.any(Sf != 0.0, axis=0) if per_neuron else Sf != 0.0
+    diagonal = not np.any(G - np.diag(np.diag(G)))
+    terms = []  # (r, n, m, weight)
+    for r in range(P + 1):
+        for n in range(P - r + 1):
+            for m in range(P - r + 1):
+                c = n + m
+                if nzA[r + n] and nzA[r + m] and c <= C and nzS[c]:
+                    w = np.exp(0.5 * (lgamma(r + n + 1) + lgamma(r + m + 1) + lgamma(c + 1))
+                               - lgamma(r + 1) - lgamma(n + 1) - lgamma(m + 1))
+                    terms.append((r, n, m, w))
+    out = np.zeros(U.shape[0])
+    powers_needed = max([max(n, m) for _, n, m, _ in terms], default=0)
+    block = max(1, _WICK_CHUNK // max(k * (powers_needed + 3), 1))
+    Gr = {}
+    for s0 in range(0, U.shape[0], block):  # memory blocks, not a loop over neurons
+        Ub = U[s0:s0 + block]
+        pw = [np.ones_like(Ub)]
+        for _ in range(powers_needed):
+            pw.append(pw[-1] * Ub)
+        Sb = Sf[s0:s0 + block] if per_neuron else Sf
+        acc = np.zeros(Ub.shape[0])
+        Y = {}
+        for r, n, m, w in terms:
+            key = (r, m)
+            if key not in Y:
+                Xm = pw[m] * A[:, r + m]
+                if r == 0:
+                    Y[key] = Xm.sum(axis=-1)  # G^{o0} = 1 1^T
+                elif diagonal:
+                    Y[key] = Xm * np.diag(G) ** r
+                else:
+                    if r not in Gr:
+                        Gr[r] = G ** r
+                    Y[key] = Xm @ Gr[r]
+            Xn = pw[n] * A[:, r + n]
+            inner = Xn.sum(axis=-1) * Y[key] if r == 0 else np.einsum("ij,ij->i", Xn, Y[key])
+            acc += w * (Sb[:, n + m] if per_neuron else Sb[n + m]) * inner
+        out[s0:s0 + block] = acc
+    return out.reshape(lead)
 
 
 # --------------------------------------------------------------------------------------
@@ -951,6 +1172,7 @@ def _register() -> None:
     from ..simulation import register_stepper
 
     register_stepper(MultiIndexProblem, "popdyn.models.multi_index_sim:MultiIndexStepper", engine="full")
+    register_stepper(MultiIndexProblem, "popdyn.models.multi_index_exact:MultiIndexExactStepper", engine="exact")
 
 
 _register()

@@ -27,15 +27,6 @@ DEFAULT_T_END = 20.0
 COMPARE_ENGINE = "exact"
 
 
-def _register_exact_engine() -> None:
-    """Make ``engine="exact"`` available for MultiIndexProblem without importing its module
-    (the string form is imported on first use)."""
-    from ..simulation import register_stepper
-    from .multi_index import MultiIndexProblem
-
-    register_stepper(MultiIndexProblem, "popdyn.models.multi_index_exact:MultiIndexExactStepper", engine="exact")
-
-
 def default_engine(opts, problem) -> str | None:
     """The engine ``compare`` uses when ``--engine`` is not given: ``"exact"`` for online SGD
     with ``d >= neurons + k`` (where the exact d-free engine applies), else ``"full"``.
@@ -80,10 +71,9 @@ def build_problem(opts, *, n_neurons=None):
 
 
 def _build(opts):
-    """``build`` hook: the problem, with the exact engine registered and ``compare``'s
-    default engine filled in (:func:`default_engine`)."""
+    """``build`` hook: the problem, with ``compare``'s default engine filled in
+    (:func:`default_engine`)."""
     problem = build_problem(opts)
-    _register_exact_engine()
     engine = default_engine(opts, problem)
     if engine is not None:
         opts.engine = engine
