@@ -11,8 +11,13 @@ from pathlib import Path
 __all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "versions"]
 
 
-def atomic_write_bytes(path, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, then rename it into place."""
+def atomic_write_bytes(path, data: bytes, *, fsync: bool = True) -> Path:
+    """Write ``data`` to a temporary file beside ``path``, then rename it into place.
+
+    ``fsync=False`` skips flushing the file to disk before the rename: a killed process still
+    leaves either the old or the new file, but a power cut may leave an empty one (the sweep
+    store, which checksums its records, writes this way: 0.4 ms instead of ~5 ms a record).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -22,8 +27,9 @@ def atomic_write_bytes(path, data: bytes) -> Path:
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -53,9 +53,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from ._io import atomic_write_bytes
 
 __all__ = ["ResultStore", "record_key", "canonical_json", "RECORD_SCHEMA"]
 
@@ -92,18 +92,8 @@ def _sha256(data: bytes) -> str:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it into place (no
-    fsync: see the module docstring)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Temporary file beside ``path``, then rename (no fsync: see the module docstring)."""
+    atomic_write_bytes(path, data, fsync=False)
 
 
 class ResultStore:
