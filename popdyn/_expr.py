@@ -73,7 +73,7 @@ MAX_BODY_LENGTH = 2000
 #: powers.  Each level costs about 5 Python frames, so 100 levels stay far below the
 #: interpreter's recursion limit (no RecursionError); a degree-60 Horner form needs 60.
 MAX_NESTING = 100
-#: Largest |integer exponent| (and numerator/denominator of a rational exponent).
+#: Largest ``|integer exponent|`` (and numerator/denominator of a rational exponent).
 #: Checked before the power is formed; no polynomial within MAX_POLY_DEGREE and no
 #: rational within MAX_INT_BITS needs more.
 MAX_EXPONENT = 10_000

@@ -66,7 +66,7 @@ MAX_HE_DEGREE = 400
 #: (``int`` of a > 4300-digit string would raise its own error, and parse time grows
 #: with length).  ``poly:`` bodies have the tighter ``popdyn._expr.MAX_BODY_LENGTH``.
 MAX_SPEC_LENGTH = 10_000
-#: Largest |c_k| of a polynomial or ``hermite:`` activation: E[sigma^2] = sum_k c_k^2
+#: Largest ``|c_k|`` of a polynomial or ``hermite:`` activation: E[sigma^2] = sum_k c_k^2
 #: over at most MAX_SERIES_DEGREE + 1 terms must stay a finite float64 (401 * 1e300 < 1.8e308).
 MAX_COEFFICIENT = 1e150
 #: Characters of a user string echoed in an error message (messages stay < 200 chars).

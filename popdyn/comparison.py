@@ -87,7 +87,7 @@ from .trajectory import Trajectory
 __all__ = ["Comparison", "Verdict", "DeviationPoint", "compare", "final_directions", "critical_z",
            "DIRECTION_LEVEL", "FAMILY_ALPHA", "C_FINITE", "SE_FLOOR"]
 
-#: A neuron "ends at" ±v_j when its largest |u_j| exceeds this level; below it the
+#: A neuron "ends at" ±v_j when its largest ``|u_j|`` exceeds this level; below it the
 #: neuron is reported as "none" (still near the equator or at a mixed point).
 DIRECTION_LEVEL = 0.5
 #: Extra linear time points at which the ODE is recorded, so its curve plots smoothly.
@@ -97,8 +97,8 @@ PLOT_POINTS = 400
 #: comparison; a researcher reruns a disagreeing comparison, so a 1-in-100 false alarm is
 #: acceptable, while 5 % would make "disagree" on a single run uninformative).
 FAMILY_ALPHA = 0.01
-#: Finite-size allowance c_fin: |ODE - mean| may exceed the noise band by c_fin / sqrt(d)
-#: (overlaps are O(1): cosines, w^T Sigma w ~ 1).  Measured systematic |ODE - mean| (4 seeds
+#: Finite-size allowance c_fin: ``|ODE - mean|`` may exceed the noise band by c_fin / sqrt(d)
+#: (overlaps are O(1): cosines, w^T Sigma w ~ 1).  Measured systematic ``|ODE - mean|`` (4 seeds
 #: x 64 replicas, the package's default model (arXiv 2411.08798, he3 student and teacher),
 #: k = N = 2, escaping from u0 = [[.35,.15],[.1,.4]],
 #: eta = 0.5/d, B = 32, t <= 2): 0.034 (d = 64), 0.015 (d = 128), 0.011 (d = 256, at its

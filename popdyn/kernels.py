@@ -86,7 +86,7 @@ KERNEL_TOL = 1e-10
 #: Valid values of ``method``.
 KERNEL_METHODS = ("auto", "polynomial", "closed_form", "quadrature", "series")
 #: Below this value of ``s = sqrt(1 - rho^2)`` the numeric derivatives of jump-free activations
-#: use Price's formulas with the activations' derivatives (well conditioned up to |rho| = 1)
+#: use Price's formulas with the activations' derivatives (well conditioned up to ``|rho| = 1``)
 #: instead of the derivative-free Gaussian-score weights, whose round-off grows like eps/s.
 PRICE_SWITCH = 1e-3
 

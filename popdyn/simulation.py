@@ -8,12 +8,12 @@ the same fields as an ODE solution (``source="simulation"``).
 
 Algorithms
 ----------
-``"gf"``   gradient flow with the exact population gradient (time unit
-           ``"gradient-flow time t"``), integrated by ``solve_ivp(method="DOP853")``
-           with ``rtol``/``atol``, restarted at every recording time;
-``"sgd"``  online SGD with a fresh minibatch of size ``batch`` each step;
-``"gd"``   multi-pass GD on a fixed dataset of ``n_samples`` points per replica (full
-           batch, or minibatches without replacement within each epoch).
+* ``"gf"``: gradient flow with the exact population gradient (time unit
+  ``"gradient-flow time t"``), integrated by ``solve_ivp(method="DOP853")``
+  with ``rtol``/``atol``, restarted at every recording time;
+* ``"sgd"``: online SGD with a fresh minibatch of size ``batch`` each step;
+* ``"gd"``: multi-pass GD on a fixed dataset of ``n_samples`` points per replica (full
+  batch, or minibatches without replacement within each epoch).
 
 Discrete algorithms are compared with gradient flow at ``t = eta * steps`` (time unit
 ``"t = eta * steps"``).  The model module defines the update: see a model's stepper
@@ -26,7 +26,7 @@ A model plugs in with a *stepper* class registered for its problem type
 :class:`SimulationConfig` and a dict of independent generators
 ``{"model", "init", "data", "noise"}`` (spawned from one ``SeedSequence``; the stepper
 draws its fixed quantities -- index vectors, initial weights, dataset -- from the first
-three at construction, and ``"noise"`` is passed to every :meth:`step`).  It provides
+three at construction, and ``"noise"`` is passed to every ``step``).  It provides
 
 * ``model`` (str) -- recorded as ``Trajectory.model``;
 * ``algorithms`` (tuple of str) -- the subset of :data:`ALGORITHMS` it implements;

@@ -119,7 +119,7 @@ __all__ = [
 DIRECTION_KINDS = ("random", "orthogonal")
 #: ``kind`` of :func:`diverse_student`.
 DIVERSITY_KINDS = ("signs", "gaussian")
-#: A neuron is localised when max_m |u_m| exceeds this (arXiv 2406.11828 "localisation";
+#: A neuron is localised when ``max_m |u_m|`` exceeds this (arXiv 2406.11828 "localisation";
 #: the level used in theory/oko2024/equations.md).
 LOCALISED_LEVEL = 0.95
 #: Smallest information exponent for which neurons localise.  For p = 2 the population

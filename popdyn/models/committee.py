@@ -609,7 +609,7 @@ def _clamp_eps_g(eps, scale, state_rtol=None, times=None) -> np.ndarray:
     return np.where(eps < 0, 0.0, eps)
 
 
-#: Simulations (:meth:`CommitteeFullStepper.check_state`, :meth:`CommitteeExactStepper.check_state`):
+#: Simulations (:meth:`~popdyn.models.committee_sim.CommitteeFullStepper.check_state`, :meth:`~popdyn.models.committee_exact.CommitteeExactStepper.check_state`):
 #: a student norm :math:`Q_{ii}` more than this factor above the problem's norm scale
 #: (:func:`norm_scale`) is reported as divergence.  A stable run keeps :math:`Q_{ii}` within
 #: O(1) of that scale (the ODE's fixed points have :math:`Q \sim G`); growing by four orders of

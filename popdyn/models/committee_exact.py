@@ -182,7 +182,7 @@ __all__ = [
 
 #: Rank decision of :func:`psd_factor`: a Cholesky pivot at most this fraction of its diagonal
 #: entry means the vector lies in the span of the previous ones up to rounding (the pivot of an
-#: exactly dependent vector is a difference of O(1) numbers, |p| <~ P * 2.2e-16 * C_jj; this
+#: exactly dependent vector is a difference of O(1) numbers, ``|p| <~ P * 2.2e-16 * C_jj``; this
 #: leaves a 100x margin up to P = 4 and 7x at P = 64).  Such columns are set to zero.  A genuine
 #: pivot this small would need a student vector within an angle sqrt(1e-13) ~ 3e-7 of the span
 #: of the others, which online SGD reaches only from an explicit start at such an angle.

@@ -16,7 +16,7 @@ Data model
 
 The user gives a direction (default :math:`e_1`); it is **rescaled** to
 :math:`u = \hat u/\sqrt{\hat u^\top\Sigma\hat u}` so that :math:`\langle u, x\rangle \sim
-N(0, 1)`; the factor is :attr:`CovarianceProblem.direction_scale` and appears in
+N(0, 1)`; the factor is ``CovarianceProblem.direction_scale`` and appears in
 :meth:`~CovarianceProblem.describe`.  One student neuron :math:`\phi` on the squared loss.
 
 Population loss and gradient
@@ -181,7 +181,7 @@ class CovarianceProblem:
         covariance, ``d >= 2``.
     direction : array_like (d,), optional
         Target direction :math:`\hat u` (default :math:`e_1`), rescaled to
-        :math:`u = \hat u/\sqrt{\hat u^\top\Sigma\hat u}` (:attr:`direction_scale`
+        :math:`u = \hat u/\sqrt{\hat u^\top\Sigma\hat u}` (``direction_scale``
         :math:`= 1/\sqrt{\hat u^\top\Sigma\hat u}`).
     flow : {"spherical", "normalized", "preconditioned"}
         As in :class:`~popdyn.models.spiked.SpikedProblem`.

@@ -41,7 +41,7 @@ def default_engine(opts, problem) -> str | None:
 
 
 def build_problem(opts, *, n_neurons=None):
-    """A :class:`MultiIndexProblem` from ``student, teacher, k, gram, beta, degree, neurons``."""
+    """A :class:`~popdyn.models.multi_index.MultiIndexProblem` from ``student, teacher, k, gram, beta, degree, neurons``."""
     import numpy as np
 
     from .._budget import check_memory, nbytes

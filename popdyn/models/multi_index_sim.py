@@ -102,7 +102,7 @@ BOUNDARY_ULPS = 256
 MAX_REJECTION_ROUNDS = 200
 #: Polynomial activations up to this degree are evaluated in the simulator by an in-place
 #: Horner scheme in the power basis (fewer temporaries than the Hermite recurrence).  Up to
-#: degree 8 it agrees with the recurrence to 1.4e-13 relative on |z| <= 10 (he8, measured and
+#: degree 8 it agrees with the recurrence to 1.4e-13 relative on ``|z| <= 10`` (he8, measured and
 #: tested); the power coefficients grow with the degree, hence the cap.
 FAST_POLY_MAX_DEGREE = 8
 

@@ -186,7 +186,7 @@ __all__ = [
 QUAD_TOL = 1e-10
 #: Composite Gauss–Legendre rule per axis: ``_GL_NODES`` nodes per panel on
 #: [-QUAD_HALF_WIDTH, QUAD_HALF_WIDTH] with 16 * 2**level panels, level = 0..QUAD_MAX_LEVEL.
-#: The Gaussian mass beyond 14 is 1e-44, so integrands growing up to |t|^20 lose < 1e-20.
+#: The Gaussian mass beyond 14 is 1e-44, so integrands growing up to ``|t|^20`` lose < 1e-20.
 #: (Gauss–Hermite rules converge too slowly here: sigma'(z_1) with z_1 = z + eta y sigma'(z)
 #: has steep transitions along a curve of the (z, t) plane, e.g. log cosh / he3 needs
 #: > 1400 Hermite nodes per axis for 1e-5, against 384 Legendre nodes for 1e-13.)

@@ -36,7 +36,7 @@ Population quantities (Hermite/Mehler identity, theory/CONVENTIONS.md)
                   E[(\sigma(z) - y)^2\sigma'(z)^2] & \text{squared.} \end{cases}
 
 The information exponent of the pair is the smallest ``k >= 1`` with
-:math:`c_k(\sigma)c_k(\sigma^*) \ne 0` (:attr:`SingleIndexProblem.information_exponent`).
+:math:`c_k(\sigma)c_k(\sigma^*) \ne 0` (``SingleIndexProblem.information_exponent``).
 
 The alignment ODE (derivation)
 ------------------------------
@@ -103,7 +103,7 @@ Computing :math:`\Phi'` and :math:`C`
 -------------------------------------
 * **Polynomial** student and teacher: exact.  The Hermite series of :math:`\sigma'^2`,
   :math:`y^2`, :math:`\sigma\sigma'^2`, :math:`\sigma^2\sigma'^2` come from exact
-  Hermite products (:meth:`popdyn.hermite.HermiteSeries.__mul__`), and the Mehler identity
+  Hermite products (``*`` of :class:`popdyn.hermite.HermiteSeries`), and the Mehler identity
   :math:`E[f(z)g(t)] = \sum_k c_k(f)c_k(g)m^k` makes :math:`\Phi'` and ``C``
   polynomials in ``m`` (power coefficients :attr:`SingleIndexProblem.drift_coefficients`
   and :attr:`SingleIndexProblem.noise_coefficients`).  Rounding only (checked against a

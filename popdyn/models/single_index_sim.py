@@ -171,7 +171,7 @@ STEP_SMALL_SAMPLE_FACTOR = 100.0
 
 class StepSizeMonitor:
     """Mixin for spherical steppers: accumulate the squared relative steps ``N^2`` of each
-    update (:meth:`_record_steps`) and report them in :meth:`check_state`, which
+    update (``_record_steps``) and report them in :meth:`check_state`, which
     :func:`popdyn.simulation.simulate` calls at every recording time."""
 
     def _record_steps(self, n2_sum: float, count: int) -> None:

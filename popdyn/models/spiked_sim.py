@@ -69,15 +69,15 @@ minibatches without replacement within each epoch, as in
 
 Recorded overlaps (each of shape ``(n_times, R)``)
 --------------------------------------------------
-``p``, ``q``, ``S``  the ODE state of :class:`~popdyn.models.spiked.SpikedProblem`:
-    :math:`\langle w, u\rangle` (:math:`u^\top\Sigma u = 1`), :math:`\langle w, \theta\rangle`,
-    :math:`w^\top \Sigma w = (\|w\|^2 + \kappa\langle w,\theta\rangle^2)/(1+\kappa)`;
-``m_u``      :math:`\langle w, u\rangle/(\|w\|\,\|u\|)` (cosine with the target);
-``m_theta``  :math:`\langle w, \theta\rangle/\|w\|` (cosine with the spike);
-``sw2``      :math:`w^\top\Sigma w` (same as ``S``);
-``m_sigma``  :math:`w^\top\Sigma u/\sqrt{w^\top\Sigma w}` (the alignment that enters the
-    normalized loss, :math:`R = \mathrm{const} - F(m_\Sigma)`; ``m`` of
-    :meth:`SpikedProblem.overlaps <popdyn.models.spiked.SpikedProblem.overlaps>`).
+* ``p``, ``q``, ``S``: the ODE state of :class:`~popdyn.models.spiked.SpikedProblem`,
+  :math:`\langle w, u\rangle` (:math:`u^\top\Sigma u = 1`), :math:`\langle w, \theta\rangle`,
+  :math:`w^\top \Sigma w = (\|w\|^2 + \kappa\langle w,\theta\rangle^2)/(1+\kappa)`;
+* ``m_u``: :math:`\langle w, u\rangle/(\|w\|\,\|u\|)` (cosine with the target);
+* ``m_theta``: :math:`\langle w, \theta\rangle/\|w\|` (cosine with the spike);
+* ``sw2``: :math:`w^\top\Sigma w` (same as ``S``);
+* ``m_sigma``: :math:`w^\top\Sigma u/\sqrt{w^\top\Sigma w}` (the alignment that enters the
+  normalized loss, :math:`R = \mathrm{const} - F(m_\Sigma)`; ``m`` of
+  :meth:`SpikedProblem.overlaps <popdyn.models.spiked.SpikedProblem.overlaps>`).
 
 Initialisation (``init``)
 -------------------------
