@@ -57,13 +57,14 @@ autosummary_generate = False
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
-# every public name (popdyn.__all__) has a docstring: numpydoc's GL08 check, on those names only
+# every public name (popdyn.__all__) has a docstring (GL08) documenting its parameters (PR01, PR02)
+# and, when it returns a value, its Returns section (RT01): numpydoc checks, on those names only
 import re  # noqa: E402
 
 import gen_pages  # noqa: E402
 
 _PUBLIC = [p.target for p in gen_pages.public_names([]) if p.kind != "data"]
-numpydoc_validation_checks = {"GL08"}
+numpydoc_validation_checks = {"GL08", "PR01", "PR02", "RT01"}
 numpydoc_validation_exclude = {rf"^(?!(?:{'|'.join(map(re.escape, _PUBLIC))})$)"}
 
 # -- Markdown pages and notebooks (MyST-NB) -------------------------------------------------

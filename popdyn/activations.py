@@ -224,6 +224,20 @@ class Activation:
     Build with :func:`get_activation` (registry names, spec strings, callables, sympy
     expressions) rather than directly.
 
+    Parameters
+    ----------
+    name, fn, dfn, breakpoints
+        As under Attributes (``breakpoints`` default ``()``, stored sorted; must be finite).
+    poly_coeffs : tuple or None
+        Exact normalised Hermite coefficients :math:`c_0, \dots, c_n` when :math:`\sigma` is a
+        polynomial (then ``is_polynomial`` is true and ``expr`` is built from them); ``None``
+        (default) otherwise.
+    exact_coeffs, closed_coeffs, second_moment_exact, homogeneity, description
+        As under Attributes (defaults ``None``, and ``""`` for ``description``).
+    sympy_builder : callable or None
+        ``() -> sympy expression`` in ``z``, called lazily for ``expr`` when ``poly_coeffs`` is
+        ``None`` (sympy is slow to import); default ``None``.
+
     Attributes
     ----------
     name : str
@@ -585,7 +599,13 @@ _NUM_RE = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$")
 
 
 def registered_names() -> tuple:
-    """Names and spec patterns accepted by :func:`get_activation`."""
+    """Names and spec patterns accepted by :func:`get_activation`.
+
+    Returns
+    -------
+    tuple of str
+        The registry names and spec patterns (``ACTIVATION_SPECS``).
+    """
     return ACTIVATION_SPECS
 
 
@@ -668,6 +688,12 @@ def get_activation(spec, *, breakpoints=(), derivative: Callable | None = None, 
         (accurate to about 1e-9 away from breakpoints).
     name : str, optional
         Display name for callables.
+
+    Returns
+    -------
+    Activation
+        ``spec`` itself when it is already an :class:`Activation`; otherwise the parsed (and,
+        for strings, cached) activation with its values, derivative and Hermite series.
 
     Raises
     ------

@@ -535,6 +535,23 @@ def feature(q, L=None, *, weight=1) -> Feature:
 
     ``q`` is an int ``k`` (:math:`h_k`), a polynomial spec string or a sympy expression in ``z``;
     ``L`` a positive integer or a sympy symbol (``None``: :func:`L_symbol`).
+
+    Parameters
+    ----------
+    q : int, str or sympy expression
+        The polynomial :math:`q`: an int ``k`` means :math:`h_k = He_k/\sqrt{k!}`; a spec string
+        (``"poly:z**3 - 3*z"``, ``"he3"``) or a sympy expression in ``z`` (see :class:`Piece`).
+    L : int or sympy Symbol, optional
+        Number of copies: a positive integer, or a symbol (default :func:`L_symbol`) for results
+        exact in :math:`L`.
+    weight : number, optional
+        Exact weight :math:`w \neq 0` of every copy (default 1).
+
+    Returns
+    -------
+    Feature
+        ``Feature((Piece(q, weight=weight),), L)``: one piece type with :math:`L` copies
+        (count :math:`m = 1`).
     """
     return Feature((Piece(q, weight=weight),), L)
 

@@ -237,6 +237,26 @@ def final_directions(u_final: np.ndarray, *, level: float = DIRECTION_LEVEL) -> 
 class Comparison:
     """ODE prediction against the finite-d simulation from the same initial state.
 
+    Built by :func:`compare` rather than directly.
+
+    Parameters
+    ----------
+    ode, simulation, names, max_abs_deviation, rms_deviation, max_standard_error
+        As under Attributes.
+    directions_ode, directions_sim, agreement
+        As under Attributes.
+    meta : dict
+        The run's parameters (``d``, ``algorithm``, ``eta``, ``batch``, ``replicas``,
+        ``engine``, ``t_end``, ``problem``), the shared initial state, the ODE correction used,
+        the seed and the versions.
+    verdict : Verdict, optional
+        As under Attributes (default ``None``).
+    unit_overlap : str, optional
+        Name of a per-unit vector overlap to draw as one panel per unit (the model's
+        ``plot_unit_overlap``); default ``None``.
+    plot_names : tuple of str, optional
+        The overlaps to draw one panel each (the model's ``plot_overlaps``); default ``()``.
+
     Attributes
     ----------
     ode, simulation : Trajectory

@@ -489,6 +489,8 @@ def hermite_coefficients(f, degree: int, *, breakpoints=(), tol: float = QUAD_TO
         Points where ``f`` or its derivatives jump (kinks, jumps).  Needed for accuracy.
     tol : float
         Absolute accuracy target for every coefficient (default :data:`QUAD_TOL`).
+    name : str
+        How ``f`` is named in error messages (default ``"function"``).
 
     Returns
     -------

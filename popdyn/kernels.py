@@ -110,6 +110,11 @@ _COEFF_ERR = 1e-12  # absolute accuracy of numeric Hermite coefficients (popdyn.
 class KernelValue:
     r"""A correlation kernel value with its first derivatives.
 
+    Parameters
+    ----------
+    value, d_rho, d_norm_w, d_norm_v, method, error_bound
+        The fields, in this order (see Attributes).
+
     Attributes
     ----------
     value : float or ndarray
@@ -147,6 +152,11 @@ class KernelValue:
 @dataclasses.dataclass(frozen=True)
 class PairExpectation:
     r""":math:`E[\sigma(A)\tau(B)]`, :math:`(A, B)\sim N(0, C)`, with derivatives in ``C``.
+
+    Parameters
+    ----------
+    value, d_aa, d_bb, d_ab, method, error_bound
+        The fields, in this order (see Attributes).
 
     Attributes
     ----------

@@ -321,6 +321,9 @@ def integrate(problem, u0, t_end, *, method: str = "DOP853", rtol: float = 1e-10
     escape_level : float, optional
         Record per-unit escape times (see module docstring), terminal once all escaped
         unless ``escape_terminal=False``.
+    escape_terminal : bool
+        With ``escape_level``: stop (``status = 1``) once every unit has escaped (default
+        ``True``); ``False`` records the escape times and runs on to ``t_end``.
     convergence_tol : float, optional
         Stop (``status = 1``) when the largest per-unit speed drops below this.
     eta, d, batch : optional

@@ -383,6 +383,25 @@ def register_stepper(problem_type: type, stepper, *, engine: str = "full") -> No
 
     ``stepper`` may also be a ``"module:attribute"`` string, imported on first use.
     ``engine`` is ``"full"`` (d-dimensional data) or ``"exact"`` (d-free exact law).
+
+    Parameters
+    ----------
+    problem_type : type
+        The problem class; instances of it and of its subclasses (looked up along the MRO)
+        are simulated with ``stepper``.
+    stepper : type or str
+        A class following the stepper protocol (module docstring), or a
+        ``"module:attribute"`` string naming one.
+    engine : {"full", "exact"}
+        Which engine ``stepper`` implements (default ``"full"``).  A later registration for
+        the same ``problem_type`` and ``engine`` replaces the earlier one.
+
+    Raises
+    ------
+    TypeError
+        ``problem_type`` is not a class.
+    ValueError
+        Unknown ``engine``.
     """
     if not isinstance(problem_type, type):
         raise TypeError(f"`problem_type` must be a class, got {problem_type!r}.")
@@ -498,6 +517,34 @@ def initial_state(problem, d, *, init="uniform", rng=None, replicas=1, same_init
     The draws match :func:`simulate` called with the same ``d``, ``init``, ``same_init``
     (and ``replicas`` when ``same_init=False``) and an int seed or ``SeedSequence``
     (a ``Generator`` advances on each call, so two calls with it differ).
+
+    Parameters
+    ----------
+    problem : problem object
+        An instance of a registered problem type (see :func:`register_stepper`).
+    d : int
+        Ambient dimension (``>= 1``).
+    init : "uniform", float or array_like
+        Initialisation, as in :func:`simulate` (model specific; default ``"uniform"``).
+    rng : int, Generator, SeedSequence or None
+        Seed, as in :func:`simulate`.
+    replicas : int
+        Number ``R`` of replicas (``>= 1``); only matters when ``same_init=False``.
+    same_init : bool
+        One initial draw shared by all replicas (default ``True``) or one per replica.
+
+    Returns
+    -------
+    tuple
+        The stepper's ``initial_state(problem, d, ...)`` result, e.g. ``(V, W0, u0)`` as
+        above.
+
+    Raises
+    ------
+    TypeError
+        The problem's stepper does not expose a static ``initial_state``.
+    ValueError
+        Bad ``d`` or ``replicas``, or the initial weights would not fit in memory.
 
     Examples
     --------

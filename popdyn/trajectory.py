@@ -27,6 +27,11 @@ TIME_UNITS = ("gradient-flow time t", "t = eta * steps", "t = steps / d", "steps
 class Trajectory:
     """Overlaps along a run, on a common time grid.
 
+    Parameters
+    ----------
+    t, overlaps, time_unit, source, model, status, message, events, meta
+        The fields, in this order (see Attributes).
+
     Attributes
     ----------
     t : ndarray, shape (n_times,)

@@ -171,6 +171,11 @@ def task_directions(M: int, d: int, *, kind: str = "random", rng=None) -> np.nda
         * ``orthogonal``: ``M`` orthonormal rows of a Haar-random rotation (needs ``M <= d``).
     rng : int, Generator or None
 
+    Returns
+    -------
+    ndarray, shape (M, d)
+        Rows :math:`v_1, \dots, v_M` with :math:`\|v_m\| = 1`.
+
     Examples
     --------
     >>> V = task_directions(3, 5, kind="orthogonal", rng=0)
@@ -809,6 +814,20 @@ def coverage_law(M: int, J: int, *, q: float = 1.0) -> CoverageLaw:
     :math:`P(\text{all}) = \sum_j(-1)^j\binom{M}{j}(1-qj/M)^J` of arXiv 2411.08798 cancels
     catastrophically for large ``M``; the tests check the two agree for small ``M``).
 
+    Parameters
+    ----------
+    M : int
+        Number of tasks (``>= 1``).
+    J : int
+        Number of neurons (``>= 0``).
+    q : float, optional
+        Probability in [0, 1] that a neuron localises at all (default 1).
+
+    Returns
+    -------
+    CoverageLaw
+        With ``pmf[c]`` :math:`= P(\#\text{covered} = c)`, ``c = 0..M``.
+
     Examples
     --------
     >>> law = coverage_law(5, 10)
@@ -830,6 +849,28 @@ def width_for_coverage(M: int, *, confidence: float = 0.95, q: float = 1.0, max_
 
     About :math:`M\log(M/(1-\mathrm{confidence}))/q` (the width :math:`J \gtrsim M\log M`
     of arXiv 2406.11828; for ``M = 5, 10, 20, 50, 100`` and ``q = 1``: 21, 51, 117, 341, 754).
+
+    Parameters
+    ----------
+    M : int
+        Number of tasks (``>= 1``).
+    confidence : float, optional
+        Target probability that all tasks are covered, in (0, 1) (default 0.95).
+    q : float, optional
+        Probability in (0, 1] that a neuron localises at all (default 1).
+    max_width : int, optional
+        Largest ``J`` tried (default :math:`20 M\log(M/(1-\mathrm{confidence}) + 2)/q + 10`,
+        rounded down).
+
+    Returns
+    -------
+    int
+        The smallest width ``J`` (from the exact occupancy law, :func:`coverage_law`).
+
+    Raises
+    ------
+    ValueError
+        No ``J <= max_width`` reaches ``confidence``, or a bad argument.
 
     Examples
     --------
@@ -917,6 +958,32 @@ def localisation_report(problem: AdditiveProblem, u0, u_final, *, level: float =
 
     ``q`` is the coupon collector's probability that a neuron localises at all (1 for the
     equal-kernel model at large ``M``).
+
+    Parameters
+    ----------
+    problem : AdditiveProblem
+        The problem (its ``M`` tasks and the race rule of :func:`predicted_winners`).
+    u0 : array_like, shape (J, M) or (R, J, M)
+        Initial overlaps (one ``(J, M)`` array is shared by all replicas).
+    u_final : array_like, shape (J, M) or (R, J, M)
+        Overlaps at the end of Phase I.
+    level : float, optional
+        A neuron is localised when :math:`\max_m|u_m| >` ``level``, in (0, 1) (default
+        ``LOCALISED_LEVEL`` = 0.95).
+    q : float, optional
+        Localisation probability for the coverage law (default 1).
+
+    Returns
+    -------
+    LocalisationReport
+        Per replica and neuron: localised or not, final winner and sign, the predicted
+        winner and sign, the number of tasks covered, and :func:`coverage_law` for ``M``
+        tasks and ``J`` neurons.
+
+    Raises
+    ------
+    ValueError
+        ``u0`` and ``u_final`` have different or wrong shapes.
     """
     u0 = np.asarray(u0, dtype=float)
     uf = np.asarray(u_final, dtype=float)

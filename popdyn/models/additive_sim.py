@@ -686,6 +686,38 @@ def samples_to_localise(problem: AdditiveProblem, *, eta0: float = 0.5, level: f
     profile ``u0`` of shape ``(M,)``, which removes the :math:`\log M` of the random start);
     ``engine`` as in :func:`phase_one`.  Neurons not reached count as infinitely slow in the
     medians.
+
+    Parameters
+    ----------
+    problem : AdditiveProblem
+        The problem (its tasks must share one information exponent ``p``).
+    eta0 : float, optional
+        Prefactor :math:`\eta_0 > 0` of the step (default 0.5).
+    level : float, optional
+        Localisation level for :math:`\max_m|u_m|` (default 0.5).
+    replicas : int, optional
+        Independent runs (default 8).
+    batch : int, optional
+        Minibatch size (default 1); samples are ``batch * steps``.
+    init : "uniform", float or array_like, optional
+        As in :func:`phase_one` (default ``"uniform"``).
+    max_steps : int, optional
+        Step budget (default :math:`\lfloor 50 M d^{p-1}/\eta_0\rfloor + 1000`).
+    ode : bool, optional
+        Also predict the samples with the overlap ODE (:func:`predicted_steps`) from the same
+        starts (default True; ``False`` leaves the predictions NaN).
+    engine : {"full", "exact"}, optional
+        As in :func:`phase_one`.
+    rng : int, Generator, SeedSequence or None, optional
+        Seed.
+    progress : bool or None, optional
+        Progress on stderr, as in :func:`phase_one`.
+
+    Returns
+    -------
+    LocalisationTimes
+        Samples per neuron measured by SGD and predicted by the ODE, their lower medians per
+        replica, the step ``eta`` and ``level``.
     """
     _check_problem(problem)
     p = problem.require_common_exponent()
@@ -781,6 +813,12 @@ def phase_two(problem: AdditiveProblem, W, *, n_train: int, n_test: int = 4000, 
         Half-width of the bias distribution.
     activation : {"student", "relu"}
     rng : int, Generator or None
+
+    Returns
+    -------
+    PhaseTwoResult
+        Per replica the relative test error :math:`\mathrm{mean}[(f - y)^2]/\mathrm{Var}(y)` and
+        the training error, with the fitted readouts.
 
     Examples
     --------

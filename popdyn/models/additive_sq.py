@@ -126,6 +126,22 @@ def csq_lower_bound(M: int, d: int, p: int) -> float:
     polylogarithmic factors.  For :math:`p > 2` it lies below
     :func:`gradient_sample_complexity`, the gap between gradient training and CSQ methods.
 
+    Parameters
+    ----------
+    M : int
+        Number of tasks (``>= 1``).
+    d : int
+        Dimension (``>= 1``).
+    p : int
+        Information exponent of the tasks (``>= 1``).
+
+    Returns
+    -------
+    float
+        :math:`M d^{p/2}`.
+
+    Examples
+    --------
     >>> csq_lower_bound(10, 100, 4)
     100000.0
     """
@@ -530,6 +546,34 @@ def find_superorthogonal(p: int, J: int, degree: int, *, parity: str = "odd", re
     parity are dropped) and :math:`E f^2 = 1` are solved by ``scipy.optimize.least_squares`` from ``restarts`` random unit starts; the
     expectations use Gauss-Hermite quadrature with enough nodes to be exact for the degree
     :math:`J\cdot` ``degree`` + p integrands.  The best solution is then checked exactly.
+
+    Parameters
+    ----------
+    p : int
+        Information exponent (``>= 2``): :math:`E[f h_i] = 0` for :math:`i < p`.
+    J : int
+        Superorthogonality order sought, ``1 <= J <=`` :data:`MAX_POWER`.
+    degree : int
+        Largest Hermite degree of :math:`f`, ``p <= degree <=`` :data:`MAX_DEGREE`.
+    parity : {"odd", "even", "any"}, optional
+        Parity of the degrees used (default ``"odd"``); at least one degree in
+        ``[p, degree]`` must have it.
+    restarts : int, optional
+        Random unit starts of the least-squares solve (``>= 1``, default 20); the search stops
+        at the first that meets every condition to :data:`SOLVE_TOL`.
+    rng : int, Generator or None, optional
+        Seed of the starts.
+
+    Returns
+    -------
+    SuperorthogonalSearch
+        Whether a polynomial was found, its normalised coefficients, the residual, and the
+        exact check.
+
+    Raises
+    ------
+    NumericalError
+        The solve met the conditions but the exact check disagrees (quadrature too coarse).
 
     Examples
     --------

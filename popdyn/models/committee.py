@@ -701,6 +701,30 @@ def eps_g(problem: CommitteeProblem, traj, *, include_noise: bool = False) -> np
     ``a`` (all times and replicas in one batched call).  For ODE trajectories the clamping
     tolerance of small negative values includes the solver's ``max(rtol, atol)``
     (``state_rtol``); a :class:`~popdyn.errors.NumericalError` names the first bad time.
+
+    Parameters
+    ----------
+    problem : CommitteeProblem
+        The problem the trajectory was computed for.
+    traj : Trajectory
+        An ODE or simulation trajectory of ``problem`` with overlaps ``"Q"``, ``"M"`` and
+        ``"a"``.
+    include_noise : bool, optional
+        Add the label-noise term :math:`\tfrac12\,\texttt{noise}` (the expected test loss on
+        noisy labels); default ``False``, the noiseless error.
+
+    Returns
+    -------
+    ndarray, shape (n_times, n_replicas)
+        :math:`\varepsilon_g = \tfrac12 E[(f(x) - y^*(x))^2]` at every recorded time and
+        replica (see :meth:`CommitteeProblem.generalisation_error`).
+
+    Raises
+    ------
+    TypeError
+        ``problem`` is not a :class:`CommitteeProblem`.
+    ValueError
+        ``traj`` lacks one of the overlaps ``"Q"``, ``"M"``, ``"a"``.
     """
     if not isinstance(problem, CommitteeProblem):
         raise TypeError(f"`problem` must be a CommitteeProblem, got {type(problem).__name__}.")
@@ -716,7 +740,25 @@ def eps_g(problem: CommitteeProblem, traj, *, include_noise: bool = False) -> np
 
 
 def add_eps_g(problem: CommitteeProblem, traj, *, include_noise: bool = False):
-    """A copy of ``traj`` with the overlap ``"eps_g"`` of shape ``(n_times, n_replicas)``."""
+    r"""A copy of ``traj`` with the overlap ``"eps_g"`` of shape ``(n_times, n_replicas)``.
+
+    Parameters
+    ----------
+    problem : CommitteeProblem
+        The problem the trajectory was computed for.
+    traj : Trajectory
+        An ODE or simulation trajectory of ``problem`` with overlaps ``"Q"``, ``"M"`` and
+        ``"a"``.
+    include_noise : bool, optional
+        Add the label-noise term :math:`\tfrac12\,\texttt{noise}` (the expected test loss on
+        noisy labels); default ``False``, the noiseless error.
+
+    Returns
+    -------
+    Trajectory
+        ``traj`` with ``overlaps["eps_g"]`` = :func:`eps_g` added and
+        ``meta["eps_g_includes_noise"]`` set; ``traj`` itself is not modified.
+    """
     ov = dict(traj.overlaps)
     ov["eps_g"] = eps_g(problem, traj, include_noise=include_noise)
     meta = dict(traj.meta)
@@ -760,6 +802,50 @@ def simulate_committee(problem: CommitteeProblem, *, d: int, t_end: float, repli
     A diverging run (student norms beyond :data:`NORM_GROWTH_LIMIT` times :func:`norm_scale`,
     checked by the steppers' ``check_state`` at each recording time) raises
     :class:`~popdyn.errors.NumericalError` with the step and the time in ``steps/d``.
+
+    Parameters
+    ----------
+    problem : CommitteeProblem
+        The committee machine and its learning rates (``eta = problem.eta(d)`` :math:`= \delta/d`).
+    d : int
+        Input dimension (``>= 1``).
+    t_end : float
+        Final time :math:`t = \text{steps}/d > 0`; the run has ``round(t_end * d)`` steps
+        (at least one).
+    replicas : int, optional
+        Number of independent runs (default 8).
+    init : "uniform", float or array_like, optional
+        Initialisation of the first layer, as in :func:`popdyn.simulation.simulate`
+        (default 1.0).
+    batch : int, optional
+        Minibatch size (default 1).
+    rng : int, Generator, SeedSequence or None, optional
+        Seed.
+    engine : {"full", "exact"}, optional
+        Simulation engine (default ``"full"``).
+    record : {"log", "linear"} or array_like, optional
+        Recording grid; explicit times are in ``steps/d`` (default ``"log"``).
+    n_record : int, optional
+        Number of recording points for ``"log"``/``"linear"`` (default 100).
+    include_noise : bool, optional
+        Whether the recorded ``eps_g`` includes the label-noise term (:func:`eps_g`).
+    max_steps : int or None, optional
+        Refuse runs of more steps (default ``DEFAULT_MAX_STEPS``; ``None``: no limit).
+    **kwargs
+        Further keyword arguments of :func:`popdyn.simulation.simulate`.
+
+    Returns
+    -------
+    Trajectory
+        Time unit ``"t = steps / d"``, overlaps ``Q``, ``M``, ``a`` and ``eps_g`` of shape
+        ``(n_times, replicas, ...)``.
+
+    Raises
+    ------
+    ValueError
+        Bad argument, ``t_end`` shorter than one step or more than ``max_steps`` steps.
+    NumericalError
+        The run diverged (the message gives the step and the time in ``steps/d``).
 
     Examples
     --------
@@ -805,7 +891,19 @@ CLASSIC = {"d": 500, "init": 0.5, "seed": 2024, "t_end": 200.0, "times": (1, 10,
 
 def classic_problem(**overrides) -> CommitteeProblem:
     """Saad–Solla's classic: ``CommitteeProblem("erf", "erf", K=2, M=2, delta=0.5)``,
-    ``G = I``, ``a = a* = 1`` fixed (``overrides`` are passed to the constructor)."""
+    ``G = I``, ``a = a* = 1`` fixed (``overrides`` are passed to the constructor).
+
+    Parameters
+    ----------
+    **overrides
+        Keyword arguments of :class:`CommitteeProblem` replacing the classic values (e.g.
+        ``K=3``, ``delta=0.1``).
+
+    Returns
+    -------
+    CommitteeProblem
+        The classic problem with the overrides applied.
+    """
     kw = dict(student="erf", teacher="erf", K=2, M=2, delta=0.5)
     kw.update(overrides)
     return CommitteeProblem(**kw)
@@ -817,6 +915,24 @@ def classic_initial_state(problem: CommitteeProblem | None = None, *, d: int = C
 
     Exactly the state :func:`simulate_committee` with the same ``d``, ``init`` and
     ``rng=seed`` starts from (``popdyn.simulation.initial_state``).
+
+    Parameters
+    ----------
+    problem : CommitteeProblem, optional
+        Default :func:`classic_problem`.
+    d : int, optional
+        Input dimension (default ``CLASSIC["d"]`` = 500).
+    init : "uniform", float or array_like, optional
+        Initialisation (default ``CLASSIC["init"]`` = 0.5: first-layer rows i.i.d.
+        :math:`N(0, 0.25/d)`).
+    seed : int, optional
+        Seed (default ``CLASSIC["seed"]`` = 2024).
+
+    Returns
+    -------
+    dict
+        ``{"Q": (K, K), "M": (K, M), "a": (K,)}``: the student-student and student-teacher
+        overlaps and the second layer at time 0.
 
     Examples
     --------

@@ -116,6 +116,16 @@ def load_covariance(path) -> np.ndarray:
     finite reals; symmetry and positive definiteness are checked by
     :class:`CovarianceProblem`.
 
+    Parameters
+    ----------
+    path : str or path-like
+        The file to read (``.npy``, ``.csv`` or whitespace-separated text).
+
+    Returns
+    -------
+    ndarray, shape (d, d)
+        The matrix as read (float).
+
     Raises
     ------
     ValueError
@@ -138,7 +148,23 @@ def load_covariance(path) -> np.ndarray:
 def load_direction(path) -> np.ndarray:
     r"""Read a target direction (a vector of length ``d``) from ``path`` (``.npy`` or text:
     one number per line, or one row).  It is rescaled to :math:`u^\top\Sigma u = 1` by
-    :class:`CovarianceProblem`."""
+    :class:`CovarianceProblem`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file to read (``.npy``, ``.csv`` or whitespace-separated text).
+
+    Returns
+    -------
+    ndarray, shape (d,)
+        The direction as read (float, finite; a single row or column is flattened).
+
+    Raises
+    ------
+    ValueError
+        Missing or unreadable file, not a vector, non-finite entries.
+    """
     arr = _read_array(path, "direction")
     if arr.ndim == 2 and 1 in arr.shape:
         arr = arr.ravel()

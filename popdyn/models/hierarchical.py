@@ -119,6 +119,18 @@ def poly_dimension(d: int, m: int) -> int:
     The number of samples least squares (or kernel ridge regression) needs to fit a generic
     element of that space; :math:`D_m(d) \sim d^m/m!` as :math:`d \to \infty`.
 
+    Parameters
+    ----------
+    d : int
+        Number of variables (``>= 1``).
+    m : int
+        Largest degree (``>= 0``).
+
+    Returns
+    -------
+    int
+        :math:`\binom{d+m}{m}`, exactly.
+
     Examples
     --------
     >>> poly_dimension(12, 2), poly_dimension(12, 4)

@@ -502,6 +502,26 @@ def train_layerwise(problem: HierarchicalProblem, *, n1: int, n2: int = DEFAULT_
 
     Parameters are those of :func:`layerwise_curve` with a single stage-1 size ``n1``.
 
+    Parameters
+    ----------
+    problem : HierarchicalProblem
+    n1 : int
+        Stage-1 samples (``>= 1``).
+    n2 : int
+        Stage-2 samples (``>= 2``, default ``DEFAULT_N2`` = 500).
+    m1, m2 : int
+        Widths (``m1`` default :math:`\lceil 2D_k(d)\rceil`, ``m2`` default ``DEFAULT_M2`` = 32).
+    sigma1 : str or Activation, optional
+        Degree-``k`` polynomial (default ``"he{k}"``).
+    ridge1, ridge2 : float
+        Ridges of the two stages (defaults ``1e-6`` and ``1e-4``; ``ridge1 = 0`` only when
+        ``n1 >= m1 + 1``).
+    n_test : int
+        Test samples (``>= 2``, default ``DEFAULT_N_TEST`` = 4000).
+    replicas : int
+        Independent networks and data sets (vectorised).
+    rng : int, Generator or None
+
     Returns
     -------
     LayerwiseResult

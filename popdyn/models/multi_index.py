@@ -173,6 +173,27 @@ def gram(kind: str, k: int, *, beta: float | None = None, d: int | None = None, 
         * ``custom``: the user's ``G`` (validated: symmetric, PSD, unit diagonal).
     k : int
         Number of index vectors, ``k >= 1``.
+    beta : float, optional
+        Common overlap :math:`\beta` for ``kind="equiangular"`` (required there), in
+        :math:`(-1/(k-1), 1)` (any :math:`\beta < 1` for ``k = 1``).  Ignored otherwise.
+    d : int, optional
+        Dimension :math:`d \ge 1` of the index vectors for ``kind="random"`` (required there).
+    rng : int, numpy Generator or None, optional
+        Seed or generator for ``kind="random"``.
+    G : array_like, shape (k, k), optional
+        The Gram matrix for ``kind="custom"`` (required there): symmetric, positive
+        semi-definite, unit diagonal.
+
+    Returns
+    -------
+    ndarray, shape (k, k)
+        The Gram matrix :math:`G_{ij} = v_i\cdot v_j` (unit diagonal, PSD).
+
+    Raises
+    ------
+    ValueError
+        Unknown ``kind``, ``k < 1``, ``beta`` missing or outside its interval, ``d`` or ``G``
+        missing where required, ``G`` not a valid ``k x k`` Gram matrix.
 
     Examples
     --------
@@ -216,6 +237,22 @@ def index_vectors(G, d: int, *, rng=None) -> np.ndarray:
     ``V = L R^T`` where :math:`G = L L^\top` (symmetric square root, valid for PSD ``G``)
     and ``R`` has ``k`` random orthonormal columns in :math:`\mathbb{R}^d` (Haar via QR).
     Needs ``d >= rank(G)``.
+
+    Parameters
+    ----------
+    G : array_like, shape (k, k)
+        Gram matrix of the index vectors: symmetric, positive semi-definite, unit diagonal
+        (e.g. from :func:`gram`).
+    d : int
+        Ambient dimension, ``d >= rank(G)``.
+    rng : int, numpy Generator or None, optional
+        Seed or generator for the random rotation ``R``.
+
+    Returns
+    -------
+    ndarray, shape (k, d)
+        Rows :math:`v_1, \dots, v_k` with :math:`\|v_i\| = 1` and :math:`V V^\top = G` (up to
+        rounding); their orientation in :math:`\mathbb{R}^d` is uniformly random.
     """
     G = _check_gram(G)
     k = G.shape[0]

@@ -342,6 +342,13 @@ def _embed(u: np.ndarray, V: np.ndarray, G: np.ndarray, outside=None) -> np.ndar
 class FixedPoint:
     r"""A critical point of :math:`\ell` on the sphere with its second-order classification.
 
+    Parameters
+    ----------
+    u, w_coords, loss, eigenvalues, multiplicities, multiplicity_labels, kind
+        The fields, in this order (see Attributes).
+    index, origin, seed_distance, residual, outside_eigenvalue, in_span, d
+        The remaining fields, in this order (see Attributes).
+
     Attributes
     ----------
     u : ndarray, shape (k,)
@@ -427,6 +434,17 @@ class FixedPointSet(Sequence):
     Sorted by loss (lowest first).  ``status`` is ``"ok"``; ``message`` summarises the
     search; ``meta`` holds the tolerances, seeds tried / converged, rank, ``d``, the
     problem description and the rng record.
+
+    Parameters
+    ----------
+    points : tuple of FixedPoint
+        The distinct fixed points, lowest loss first.
+    status : str
+        ``"ok"``.
+    message : str
+        Summary of the search.
+    meta : dict
+        Tolerances, seeds tried / converged, rank, ``d``, problem description, rng record.
     """
 
     points: tuple

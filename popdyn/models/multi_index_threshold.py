@@ -141,6 +141,11 @@ def _activation(name: str, spec) -> Activation:
 class ThresholdResult:
     r"""Result of :func:`threshold`.
 
+    Parameters
+    ----------
+    beta_c, kind_below, kind_above, exact, method, bracket, roots, error_estimate, k, student, teacher, degree, message
+        The fields, in this order (see Attributes).
+
     Attributes
     ----------
     beta_c : float or None

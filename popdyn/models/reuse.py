@@ -349,6 +349,25 @@ def tanh_logcosh(b_tanh: float = 0.0, b_logcosh: float = 1.0) -> Activation:
     \log(1+e^{-2|z|}) - \log 2`), with a sympy expression for the higher derivatives of
     :meth:`ReuseProblem.label_transform_table`.
 
+    Parameters
+    ----------
+    b_tanh : float, optional
+        Coefficient :math:`b_1` of :math:`\tanh z` (default 0).
+    b_logcosh : float, optional
+        Coefficient :math:`b_2` of :math:`\log\cosh z` (default 1).  ``b_tanh`` and
+        ``b_logcosh`` cannot both be 0.
+
+    Returns
+    -------
+    Activation
+        :math:`\sigma` with derivative :math:`\sigma'(z) = b_1(1-\tanh^2 z) + b_2\tanh z`,
+        named e.g. ``"logcosh"``, ``"-logcosh"`` or ``"1*tanh-0.5*logcosh"``.
+
+    Raises
+    ------
+    ValueError
+        Both coefficients are 0, or one is not a finite real.
+
     Examples
     --------
     >>> round(float(tanh_logcosh(0.0, 1.0)(1.0)), 12), round(float(np.log(np.cosh(1.0))), 12)
@@ -1230,6 +1249,15 @@ def student_survey(targets=("he3", "he4", HE34), students=None, eta_grid=(0.01, 
         terms are even in :math:`\sigma`, the online drift :math:`\tilde\eta\Phi'` odd.
     eta_grid : sequence of float
         Step scales :math:`\tilde\eta` to try.
+    reuse : int, optional
+        Number of times each batch is reused, as in :class:`ReuseProblem` (default 2); the
+        online comparison uses ``reuse=1``.
+    m_target : float, optional
+        End :math:`m_{\rm target}` of the checked path :math:`0 < |m| \le m_{\rm target}`
+        (default 0.5).
+    points : int, optional
+        Points per side of the equator at which the sign of the drift is checked, geometric
+        from ``m_target/1000`` to ``m_target`` (default ``SURVEY_POINTS`` = 24).
 
     Returns
     -------

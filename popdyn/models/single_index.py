@@ -192,6 +192,30 @@ def step_size(d, *, eta=None, delta=None, eta0=None, exponent=None) -> float:
     with ``exponent`` (:math:`\eta = \eta_0 d^{-s}`; BAGJ take :math:`s = p/2` for
     information exponent :math:`p \ge 3`, theory/bagj2021/equations.md).
 
+    Parameters
+    ----------
+    d : int
+        Input dimension, ``d >= 2``.
+    eta : float, optional
+        The step itself, ``eta > 0``.
+    delta : float, optional
+        Scaled step :math:`\delta > 0`, giving :math:`\eta = \delta/d`.
+    eta0 : float, optional
+        Prefactor :math:`\eta_0 > 0` of :math:`\eta = \eta_0 d^{-s}`; needs ``exponent``.
+    exponent : float, optional
+        The exponent :math:`s` (only with ``eta0``).
+
+    Returns
+    -------
+    float
+        The step :math:`\eta > 0` (finite).
+
+    Raises
+    ------
+    ValueError
+        Not exactly one of ``eta``, ``delta``, ``eta0`` given; ``exponent`` without ``eta0``
+        or ``eta0`` without ``exponent``; a non-positive value or a non-finite resulting step.
+
     Examples
     --------
     >>> step_size(64, eta0=0.5, exponent=1.5)

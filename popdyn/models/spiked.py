@@ -116,6 +116,18 @@ def min_unlabeled(d: int) -> int:
     far more, e.g. :math:`n' \gtrsim n^2` for ReLU; this is the floor below which the
     preconditioner does not exist / has unbounded mean).
 
+    Parameters
+    ----------
+    d : int
+        Ambient dimension, ``d >= 1``.
+
+    Returns
+    -------
+    int
+        ``d + 2``.
+
+    Examples
+    --------
     >>> min_unlabeled(100)
     102
     """
@@ -127,6 +139,23 @@ def effective_dimension(d, kappa, align) -> float:
     r""":math:`d_{\rm eff} = \operatorname{tr}(\Sigma)(u^\top\Sigma u)/(u^\top\Sigma^2 u)`
     for the spiked model (theory/mousavi2023/equations.md); ``1/d_eff`` predicts :math:`E[m_\Sigma(w_0)^2]`.
 
+    Parameters
+    ----------
+    d : int
+        Ambient dimension, ``d >= 1``.
+    kappa : float
+        Spike size :math:`\kappa \ge 0` of :math:`\Sigma = (I_d + \kappa\theta\theta^\top)/(1+\kappa)`.
+    align : float
+        :math:`\cos\alpha = \langle\theta, u\rangle/\|u\|` in [-1, 1].
+
+    Returns
+    -------
+    float
+        :math:`d_{\rm eff} = (d+\kappa)(1+\kappa\cos^2\alpha)/(1 + (2\kappa+\kappa^2)\cos^2\alpha)`
+        (equal to ``d`` for :math:`\kappa = 0`).
+
+    Examples
+    --------
     >>> round(1 / effective_dimension(4000, 20.0, 1.0), 7)
     0.0052239
     """
@@ -553,8 +582,44 @@ def kappa_critical(d, *, student="relu", teacher="he4", a_star=-1.0, align=1.0, 
     by bisection on the overlap ODE (reference values in
     theory/mousavi2023/equations.md).
 
-    Escape means :math:`|m_\Sigma|` reaches ``level``; stall means it falls to a tenth of its
-    initial value (the equator is attracting).  Below :math:`\kappa_{crit}` the flow stalls.
+    Escape means :math:`|m_\Sigma|` reaches ``level`` (a finite
+    :meth:`SpikedProblem.escape_time`); anything else is a stall: :math:`|m_\Sigma|` falls to
+    ``1e-6`` of its initial value (the equator is attracting), settles at a fixed point below
+    ``level``, or has not escaped by ``t_max = 1e12``.  Below :math:`\kappa_{crit}` the flow stalls.
+
+    Parameters
+    ----------
+    d : int
+        Ambient dimension, ``d >= 2``.
+    student, teacher : str or Activation, optional
+        Student :math:`\phi` (positively homogeneous, for the spherical flow) and link
+        :math:`g`; default ReLU and :math:`h_4`.
+    a_star : float, optional
+        Teacher amplitude (sign) :math:`a^*` (default -1).
+    align : float, optional
+        :math:`\cos\alpha` in [-1, 1] (default 1: :math:`u \parallel \theta`).
+    kappa_lo : float, optional
+        Lower end of the bracket, :math:`\kappa \ge 0` at which the flow must stall
+        (default 1).
+    kappa_hi : float, optional
+        Upper end, at which the flow must escape (default ``d``).
+    rtol : float, optional
+        Bisection stops when the bracket width is below ``rtol`` times its upper end
+        (default ``1e-4``).
+    level : float, optional
+        Escape level for :math:`|m_\Sigma|`, in (0, 1) (default 0.5).
+
+    Returns
+    -------
+    float
+        Midpoint of the final bracket :math:`[\kappa_{lo}, \kappa_{hi}]` (stall at the lower
+        end, escape at the upper one), i.e. :math:`\kappa_{crit}` to relative accuracy ``rtol``.
+
+    Raises
+    ------
+    ValueError
+        The flow does not stall at ``kappa_lo`` and escape at ``kappa_hi`` (no threshold
+        bracketed), or an invalid argument.
     """
     d = check_int("d", d, minimum=2)
 
@@ -582,6 +647,31 @@ def escape_time_grid(student, teacher, d, r1_values, r2_values, flow, *, a_star:
     Returns an array of shape ``(len(r1_values), len(r2_values))``: the time for
     :math:`|m_\Sigma|` to reach ``level`` from :meth:`SpikedProblem.initial_state` (typical
     :math:`d^{-1/2}` start), ``inf`` when the flow stalls at the equator.
+
+    Parameters
+    ----------
+    student, teacher : str or Activation
+        Student :math:`\phi` and link :math:`g` (as in :class:`SpikedProblem`).
+    d : int
+        Ambient dimension, ``d >= 2``.
+    r1_values : array_like, 1-d
+        Exponents :math:`r_1 \ge 0` of the alignment ``align`` :math:`= d^{-r_1}` (rows).
+    r2_values : array_like, 1-d
+        Exponents :math:`r_2` of the spike size :math:`\kappa = d^{r_2}` (columns).
+    flow : {"spherical", "normalized", "preconditioned"}
+        The flow (see :class:`SpikedProblem`).
+    a_star : float, optional
+        Teacher amplitude (sign) :math:`a^*` (default 1).
+    level : float, optional
+        Escape level for :math:`|m_\Sigma|`, in (0, 1) (default 0.5).
+    t_max : float, optional
+        Time horizon of each ODE run (default ``1e12``); a cell not escaped by then is ``inf``.
+
+    Returns
+    -------
+    ndarray, shape (len(r1_values), len(r2_values))
+        ``out[i, j]`` is :meth:`SpikedProblem.escape_time` at ``align = d**-r1_values[i]``,
+        ``kappa = d**r2_values[j]`` (``inf``: stalled).
     """
     d = check_int("d", d, minimum=2)
     r1 = check_finite_array("r1_values", r1_values, ndim=1)
@@ -631,6 +721,13 @@ register_stepper(SpikedProblem, "popdyn.models.spiked_sim:SpikedStepper", engine
 @dataclasses.dataclass(frozen=True)
 class SimulatedEscape:
     r"""Online-SGD escape record at one point :math:`(r_1, r_2)` of the phase picture.
+
+    Built by :func:`escape_grid_simulation`.
+
+    Parameters
+    ----------
+    r1, r2, kappa, align, times, t_end, ode_time, m_final
+        The fields, in this order (see Attributes).
 
     Attributes
     ----------
@@ -782,6 +879,29 @@ def plot_escape_points(ax, results, *, level_label: bool = True, **kwargs):
     One marker per point at :math:`(r_2, r_1)`: filled = the majority of replicas escaped by
     ``t_end``, open = stalled; the escaped fraction is written next to it.  Extra keyword
     arguments go to ``ax.scatter`` (e.g. ``s``, ``marker``, ``edgecolors``).
+
+    Parameters
+    ----------
+    ax : matplotlib Axes
+        The axis to draw on, with :math:`r_2` horizontal and :math:`r_1` vertical (as from
+        :func:`plot_escape_grid`).
+    results : iterable of SimulatedEscape
+        The records from :func:`escape_grid_simulation`.
+    level_label : bool, optional
+        Write the escaped fraction (in percent) next to each marker (default True).
+    **kwargs
+        Passed to ``ax.scatter``; they override the defaults ``s=70``, ``marker="o"``,
+        ``edgecolors="red"``, ``linewidths=1.8``, ``zorder=5``.
+
+    Returns
+    -------
+    matplotlib Axes
+        ``ax``.
+
+    Raises
+    ------
+    TypeError
+        An element of ``results`` is not a :class:`SimulatedEscape`.
     """
     results = list(results)
     bad = [type(r).__name__ for r in results if not isinstance(r, SimulatedEscape)]
